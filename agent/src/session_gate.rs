@@ -362,10 +362,7 @@ mod tests {
     fn revoke_closes_and_is_terminal() {
         let g = gate(Mode::Rw);
         assert!(g.revoke(RevokeReason::TenantDeleted));
-        assert_eq!(
-            g.state(),
-            GateState::Revoked(RevokeReason::TenantDeleted)
-        );
+        assert_eq!(g.state(), GateState::Revoked(RevokeReason::TenantDeleted));
         assert_eq!(g.check(), Err(GateError::Closed));
         assert!(!g.revoke(RevokeReason::GrantRevoked), "second revoke");
         assert!(!g.set_online());
