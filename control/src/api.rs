@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -130,14 +130,21 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// A JSON body whose rejections are API errors (`malformed_json`, `payload_too_large`).
+/// Every request body is a JSON object: serde would also build a struct from an array.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
+        match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(v)) if v.is_object() => serde_json::from_value(v)
+                .map(ApiJson)
+                .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("request body: {e}"))),
+            Ok(Json(_)) => Err(ApiError::new(
+                ErrorCode::MalformedJson,
+                "request body must be a JSON object",
+            )),
             Err(rej) => Err(json_rejection(rej)),
         }
     }
@@ -175,6 +182,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 fn query_rejection(rej: QueryRejection) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, rej.body_text())
+}
+
+/// Path parameters whose rejections are `invalid_request` (axum's own answer is plain text).
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(rej) => Err(ApiError::new(ErrorCode::InvalidRequest, rej.body_text())),
+        }
+    }
 }
 
 /// Parses a workspace reference in a body or query: `handle/name`, `grantfs://handle/name`, or a

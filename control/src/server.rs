@@ -57,10 +57,11 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
             }
         }
     });
-    // Tests and scripts read the bound address from here (useful with --listen 127.0.0.1:0).
+    // Tests and scripts read the bound address from here (useful with --listen 127.0.0.1:0);
+    // it is the address itself, also when --public-url names another.
     std::fs::write(
         cfg.state_dir.join("control.addr"),
-        format!("{public_url}\n"),
+        format!("http://{addr}\n"),
     )?;
     tracing::info!(%addr, public_url, "grantfs-control listening");
     println!("grantfs-control listening on {public_url}");

@@ -2,12 +2,12 @@
 //! revoke one (idempotent), revoke by scope.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use grantfs::api::{CreateGrant, Grant, GrantFilter, List, RevokeCounts, RevokeGrants};
 use grantfs::{GrantId, Mode, RuntimeId, TenantSlug, Timestamp};
 
-use super::{ApiJson, ApiQuery, ApiResult, AppState, Auth, field, ttl, workspace_ref};
+use super::{ApiJson, ApiPath, ApiQuery, ApiResult, AppState, Auth, field, ttl, workspace_ref};
 use crate::store::{GrantQuery, NewGrant, RevokeScope};
 
 pub async fn create(
@@ -62,7 +62,7 @@ pub async fn list(
 pub async fn get(
     State(st): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Grant>> {
     let account = auth.account().clone();
     let id = GrantId::from_string(id);
@@ -75,7 +75,7 @@ pub async fn get(
 pub async fn revoke_one(
     State(st): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Grant>> {
     let account = auth.account().clone();
     let id = GrantId::from_string(id);

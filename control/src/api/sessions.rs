@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
@@ -18,7 +18,7 @@ use grantfs::ticket::JwkSet;
 use grantfs::{ErrorCode, SessionId, Timestamp, WorkspaceRef};
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, ApiJson, ApiQuery, ApiResult, AppState, Auth, workspace_ref};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AppState, Auth, workspace_ref};
 use crate::hub::Subscription;
 use crate::store::SessionQuery;
 
@@ -96,7 +96,7 @@ pub async fn list(
 pub async fn get(
     State(st): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Session>> {
     let account = auth.account().clone();
     let id = SessionId::from_string(id);
@@ -109,7 +109,7 @@ pub async fn get(
 pub async fn revoke(
     State(st): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Session>> {
     let account = auth.account().clone();
     let id = SessionId::from_string(id);
@@ -205,7 +205,7 @@ struct StreamState {
 
 pub async fn events(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let token = session_token(&headers)?;
@@ -242,7 +242,7 @@ pub async fn events(
 
 pub async fn end(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Session>> {
     let token = session_token(&headers)?;

@@ -2,12 +2,12 @@
 //! its grants and its sessions; the slug is free again).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use grantfs::api::{CreateTenant, List, RevokeCounts, Tenant};
 use grantfs::{TenantSlug, Timestamp};
 
-use super::{ApiError, ApiJson, ApiResult, AppState, Auth, field};
+use super::{ApiError, ApiJson, ApiPath, ApiResult, AppState, Auth, field};
 
 const MAX_EXTERNAL_ID: usize = 256;
 const MAX_METADATA: usize = 16 * 1024;
@@ -60,7 +60,7 @@ pub async fn list(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<List
 pub async fn get(
     State(st): State<AppState>,
     auth: Auth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<Tenant>> {
     let slug = field("slug", &slug, TenantSlug::parse)?;
     let account = auth.account().clone();
@@ -72,7 +72,7 @@ pub async fn get(
 pub async fn delete(
     State(st): State<AppState>,
     auth: Auth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<RevokeCounts>> {
     let slug = field("slug", &slug, TenantSlug::parse)?;
     let account = auth.account().clone();

@@ -39,7 +39,8 @@ pub async fn create(
         sub: session.runtime_id.clone(),
         jti: session.id.to_string(),
         iat: now.unix_secs(),
-        exp: session.expires_at.unix_secs(),
+        // JWT times are whole seconds; round up so the ticket never dies before its session.
+        exp: (session.expires_at.millis() + 999).div_euclid(1000),
         nbf: None,
         ws: session.workspace.clone(),
         tenant: session.tenant_slug.clone(),

@@ -1,12 +1,12 @@
 //! `/v1/workspaces`: create, list, get, delete (which revokes the workspace's grants and sessions).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use grantfs::api::{CreateWorkspace, List, RevokeCounts, Workspace};
 use grantfs::{Handle, Timestamp, WorkspaceName, WorkspaceRef};
 
-use super::{ApiError, ApiJson, ApiResult, AppState, Auth, field};
+use super::{ApiError, ApiJson, ApiPath, ApiResult, AppState, Auth, field};
 
 /// A workspace named in a path; a malformed name is 422, another account's is 404.
 fn path_ref(handle: &str, name: &str) -> ApiResult<WorkspaceRef> {
@@ -42,7 +42,7 @@ pub async fn list(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<List
 pub async fn get(
     State(st): State<AppState>,
     auth: Auth,
-    Path((handle, name)): Path<(String, String)>,
+    ApiPath((handle, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Workspace>> {
     let ws = path_ref(&handle, &name)?;
     let account = auth.account().clone();
@@ -54,7 +54,7 @@ pub async fn get(
 pub async fn delete(
     State(st): State<AppState>,
     auth: Auth,
-    Path((handle, name)): Path<(String, String)>,
+    ApiPath((handle, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<RevokeCounts>> {
     let ws = path_ref(&handle, &name)?;
     let account = auth.account().clone();

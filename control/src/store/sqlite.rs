@@ -765,6 +765,11 @@ impl Store for SqliteStore {
             Self::grant_by_id(tx, account, id.as_str(), now)?;
             let reason = RevokeReason::GrantRevoked;
             let grants = revoke_grants_where(tx, "id = ?2", &[&id.as_str()], now)?;
+            // Revoking an already expired grant still records the revocation (it stays history).
+            tx.prepare_cached(
+                "UPDATE grants SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+            )?
+            .execute(params![now.millis(), id.as_str()])?;
             let sessions =
                 revoke_sessions_where(tx, "grant_id = ?3", &[&id.as_str()], reason, now)?;
             let g = Self::grant_by_id(tx, account, id.as_str(), now)?;
@@ -859,7 +864,7 @@ impl Store for SqliteStore {
                         "SELECT id, mode, expires_at, auto FROM grants \
                          WHERE tenant_id = ?1 AND workspace_id = ?2 AND runtime_id IS ?3 \
                          AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4) \
-                         ORDER BY created_at DESC LIMIT 1",
+                         ORDER BY created_at DESC, rowid DESC LIMIT 1",
                     )?
                     .query_row(params![t_id, ws_id, runtime, now.millis()], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -912,8 +917,6 @@ impl Store for SqliteStore {
                 Some(g) if g < wanted_until => g,
                 _ => wanted_until,
             };
-            // JWT `exp` has whole seconds: keep the session's expiry on a second boundary.
-            let expires_at = Timestamp::from_unix_secs(expires_at.unix_secs());
             tx.prepare_cached(
                 "INSERT INTO sessions (id, account, grant_id, workspace_id, workspace, tenant_id, tenant_slug, runtime_id, mode, kid, state, created_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'issued', ?11, ?12)",
