@@ -96,13 +96,30 @@ impl Registry {
     }
 }
 
+/// Whether the process runs. A zombie (exited, not yet reaped by its parent, which for a detached
+/// agent is an init that may reap late or never) does not: kill(0) alone would say it does.
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
+    if pid <= 0 {
+        // kill(0) and kill(-1) address process groups, not a recorded agent.
+        return false;
+    }
     // SAFETY: kill with signal 0 only checks that the process exists.
     let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// Reads the state letter of /proc/<pid>/stat (after the last `)`, as the name may hold any byte).
+fn is_zombie(pid: i32) -> bool {
+    fs::read(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.iter()
+            .rposition(|&b| b == b')')
+            .and_then(|i| stat.get(i + 2))
+            .is_some_and(|&state| state == b'Z' || state == b'X')
+    })
 }
 
 /// One line of /proc/self/mountinfo.
@@ -252,5 +269,21 @@ mod tests {
     fn this_process_is_alive() {
         assert!(pid_alive(std::process::id()));
         assert!(!pid_alive(u32::MAX));
+        assert!(!pid_alive(0));
+    }
+
+    #[test]
+    fn an_exited_unreaped_process_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie until wait().
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !is_zombie(pid as i32) {
+            assert!(std::time::Instant::now() < deadline, "child never exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!pid_alive(pid));
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
     }
 }

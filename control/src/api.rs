@@ -2,6 +2,7 @@
 //! the extractors (API key, JSON body, query) and the small endpoints. Each resource's handlers
 //! live in their own module; they validate, make one store call, push to the hub, answer.
 
+mod audit;
 pub mod error;
 mod grants;
 mod sessions;
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 pub use error::{ApiError, ApiResult};
 
 use crate::hub::Hub;
+use crate::ratelimit::RateLimits;
 use crate::signing::KeyRing;
 use crate::store::{Actor, Revocation, Store, StoreResult};
 
@@ -51,6 +53,7 @@ pub struct AppState {
     /// The control plane's public base URL: tickets' `iss`, and where agents exchange.
     pub public_url: String,
     pub keepalive: Duration,
+    pub limits: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -331,6 +334,7 @@ pub fn router(state: AppState) -> Router {
             get(grants::get).delete(grants::revoke_one),
         )
         .route("/v1/tickets", post(tickets::create))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/sessions", get(sessions::list))
         .route("/v1/sessions/exchange", post(sessions::exchange))
         .route(

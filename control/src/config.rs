@@ -24,6 +24,10 @@ pub struct ServeConfig {
     pub keepalive: Duration,
     pub bootstrap_handle: Handle,
     pub durability: Durability,
+    /// Ticket requests per second per API key (0 = unlimited).
+    pub rate_limit_tickets: u32,
+    /// Ticket exchanges per second per account (0 = unlimited).
+    pub rate_limit_exchanges: u32,
 }
 
 /// Creates the state dir (0700) if missing.

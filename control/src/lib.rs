@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod hub;
+pub mod ratelimit;
 pub mod server;
 pub mod signing;
 pub mod store;

@@ -66,6 +66,17 @@ enum Cmd {
             default_value = "process"
         )]
         durability: DurabilityArg,
+        /// Ticket requests per second per API key (bursts up to the same number; 0 = unlimited).
+        #[arg(long, env = "GRANTFS_RATE_LIMIT_TICKETS", default_value_t = 5000)]
+        rate_limit_tickets: u32,
+        /// Ticket exchanges per second per account (0 = unlimited).
+        #[arg(long, env = "GRANTFS_RATE_LIMIT_EXCHANGES", default_value_t = 5000)]
+        rate_limit_exchanges: u32,
+    },
+    /// The audit trail (on the local state dir).
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
     },
     /// Accounts (on the local state dir).
     Account {
@@ -81,6 +92,25 @@ enum Cmd {
     SigningKey {
         #[command(subcommand)]
         cmd: SigningKeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Print audit records as JSON lines, oldest first; with --follow, keep printing new ones.
+    Tail {
+        /// Only this account's records.
+        #[arg(long)]
+        account: Option<String>,
+        /// Start after this record id (default: the last --limit records).
+        #[arg(long)]
+        since: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        state: StateArgs,
     },
 }
 
@@ -177,6 +207,8 @@ fn run(cli: Cli) -> Result<()> {
             keepalive_seconds,
             bootstrap_handle,
             durability,
+            rate_limit_tickets,
+            rate_limit_exchanges,
         } => {
             let cfg = ServeConfig {
                 listen,
@@ -189,9 +221,56 @@ fn run(cli: Cli) -> Result<()> {
                     DurabilityArg::Process => Durability::Process,
                     DurabilityArg::Power => Durability::Power,
                 },
+                rate_limit_tickets,
+                rate_limit_exchanges,
             };
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(grantfs_control::server::serve(cfg))
+        }
+        Cmd::Audit {
+            cmd:
+                AuditCmd::Tail {
+                    account,
+                    since,
+                    limit,
+                    follow,
+                    state,
+                },
+        } => {
+            let store = store_of(&state)?;
+            let account = account.as_deref().map(handle).transpose()?;
+            let mut since = match since {
+                Some(s) => s,
+                None => {
+                    // The last `limit` records: find the newest id, step back.
+                    let mut last = 0;
+                    loop {
+                        let page = store
+                            .list_audit(account.as_ref(), last, 1000)
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        match page.last() {
+                            Some(e) => last = e.id,
+                            None => break,
+                        }
+                    }
+                    (last - i64::from(limit)).max(0)
+                }
+            };
+            loop {
+                let page = store
+                    .list_audit(account.as_ref(), since, limit.clamp(1, 1000))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                for e in &page {
+                    println!("{}", serde_json::to_string(e)?);
+                    since = e.id;
+                }
+                if !follow {
+                    return Ok(());
+                }
+                if page.is_empty() {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
         }
         Cmd::Account {
             cmd: AccountCmd::Create { handle: h, state },

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
 use grantfs::Timestamp;
 
 use crate::api::{AppState, Metrics, router};
 use crate::config::{ServeConfig, ensure_state_dir, open_store, write_secret};
 use crate::hub::Hub;
+use crate::ratelimit::{RateLimiter, RateLimits};
 use crate::signing::KeyRing;
 
 /// Builds the state for a state dir: store, keys, bootstrap account.
@@ -34,6 +36,12 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
+    // Event streams carry small, latency-critical writes: no Nagle delay on any connection.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let public_url = cfg
         .public_url
         .clone()
@@ -47,6 +55,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         metrics: Arc::new(Metrics::default()),
         public_url: public_url.clone(),
         keepalive: cfg.keepalive,
+        limits: Arc::new(RateLimits {
+            tickets: RateLimiter::new(cfg.rate_limit_tickets),
+            exchanges: RateLimiter::new(cfg.rate_limit_exchanges),
+        }),
     };
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));

@@ -1,5 +1,6 @@
 //! The store: every durable object of the control plane behind one trait, one transaction per
-//! change. Handlers never see SQL; the store never sees HTTP. SQLite is the embedded default.
+//! change, and every change's audit record in that same transaction. Handlers never see SQL; the
+//! store never sees HTTP. SQLite is the embedded default.
 
 pub mod sqlite;
 
@@ -39,6 +40,24 @@ pub struct KeyInfo {
     pub account: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+}
+
+/// One audit record: who did what to which objects, when, and how it ended (`ok` or an error code).
+/// `actor` is an API key id, `session:<id>` for the agent-facing calls, or `local-cli`; never a secret.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: Timestamp,
+    pub account: String,
+    pub actor: String,
+    pub action: String,
+    pub tenant: Option<String>,
+    pub runtime: Option<String>,
+    pub workspace: Option<String>,
+    pub grant_id: Option<String>,
+    pub session_id: Option<String>,
+    pub result: String,
+    pub detail: Option<serde_json::Value>,
 }
 
 /// What a store call can fail with: an answer for the caller, or a fault of the backend.
@@ -128,7 +147,7 @@ pub trait Store: Send + Sync + 'static {
 
     fn create_workspace(
         &self,
-        account: &Handle,
+        actor: &Actor,
         name: &WorkspaceName,
         now: Timestamp,
     ) -> StoreResult<Workspace>;
@@ -136,14 +155,14 @@ pub trait Store: Send + Sync + 'static {
     fn get_workspace(&self, account: &Handle, ws: &WorkspaceRef) -> StoreResult<Workspace>;
     fn delete_workspace(
         &self,
-        account: &Handle,
+        actor: &Actor,
         ws: &WorkspaceRef,
         now: Timestamp,
     ) -> StoreResult<Revocation>;
 
     fn create_tenant(
         &self,
-        account: &Handle,
+        actor: &Actor,
         slug: &TenantSlug,
         external_id: Option<String>,
         metadata: serde_json::Value,
@@ -153,12 +172,12 @@ pub trait Store: Send + Sync + 'static {
     fn get_tenant(&self, account: &Handle, slug: &TenantSlug) -> StoreResult<Tenant>;
     fn delete_tenant(
         &self,
-        account: &Handle,
+        actor: &Actor,
         slug: &TenantSlug,
         now: Timestamp,
     ) -> StoreResult<Revocation>;
 
-    fn create_grant(&self, account: &Handle, g: &NewGrant, now: Timestamp) -> StoreResult<Grant>;
+    fn create_grant(&self, actor: &Actor, g: &NewGrant, now: Timestamp) -> StoreResult<Grant>;
     fn list_grants(
         &self,
         account: &Handle,
@@ -169,13 +188,13 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes one grant and its sessions; revoking a revoked grant changes nothing.
     fn revoke_grant(
         &self,
-        account: &Handle,
+        actor: &Actor,
         id: &GrantId,
         now: Timestamp,
     ) -> StoreResult<(Grant, Revocation)>;
     fn revoke_grants(
         &self,
-        account: &Handle,
+        actor: &Actor,
         scope: &RevokeScope,
         now: Timestamp,
     ) -> StoreResult<Revocation>;
@@ -183,7 +202,7 @@ pub trait Store: Send + Sync + 'static {
     /// The one-shot path: tenant if missing, grant picked or created, one new `issued` session.
     fn issue_session(
         &self,
-        account: &Handle,
+        actor: &Actor,
         t: &TicketRequest,
         now: Timestamp,
     ) -> StoreResult<(Session, Grant)>;
@@ -197,7 +216,7 @@ pub trait Store: Send + Sync + 'static {
     -> StoreResult<Session>;
     fn revoke_session(
         &self,
-        account: &Handle,
+        actor: &Actor,
         id: &SessionId,
         now: Timestamp,
     ) -> StoreResult<(Session, Revocation)>;
@@ -222,6 +241,13 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &[u8; 32],
         now: Timestamp,
     ) -> StoreResult<Session>;
+    /// Audit records after id `since`, oldest first; one account's, or all (`None`, local CLI).
+    fn list_audit(
+        &self,
+        account: Option<&Handle>,
+        since: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>>;
     /// The latest `expires_at` of any session whose ticket `kid` signed.
     fn kid_last_expiry(&self, kid: &str) -> StoreResult<Option<Timestamp>>;
 }

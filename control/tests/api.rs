@@ -124,6 +124,7 @@ impl App {
             metrics: Arc::new(Metrics::default()),
             public_url: URL.to_owned(),
             keepalive,
+            limits: Arc::new(grantfs_control::ratelimit::RateLimits::default()),
         };
         Self {
             state,
@@ -1312,7 +1313,10 @@ async fn one_shot_ticket_creates_tenant_grant_and_issued_session() {
     assert_eq!(c["grant"], gid);
     assert_eq!(c["mode"], "rw");
     // exp is the session's expiry rounded up to a whole second.
-    assert_eq!(c["exp"].as_i64().unwrap(), (exp.millis() + 999).div_euclid(1000));
+    assert_eq!(
+        c["exp"].as_i64().unwrap(),
+        (exp.millis() + 999).div_euclid(1000)
+    );
     assert!(c["iat"].as_i64().unwrap() >= before.unix_secs());
     // A second ticket for the same runtime reuses the grant; each ticket has its own session.
     let t2 = app.ticket("acme", "task-1", "admin/ws", "rw", 60).await;
@@ -2394,4 +2398,158 @@ async fn undecodable_path_segments_answer_json_errors() {
         let (status, _, bytes) = app.raw(req).await;
         invalid(&(status, decode(status, &bytes)), field);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit trail and rate limits
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn audit_trail_records_changes_tickets_exchanges_and_refusals_per_account() {
+    let app = App::new();
+    app.workspace("ws").await;
+    app.tenant("acme").await;
+    let t = app.ticket("acme", "task-1", "admin/ws", "rw", 60).await;
+    let sid = t["session_id"].as_str().unwrap().to_owned();
+    let gid = t["grant_id"].as_str().unwrap().to_owned();
+    let ex = send(
+        app.router(),
+        "POST",
+        "/v1/sessions/exchange",
+        None,
+        Some(json!({"ticket": t["mount_ticket"]})),
+    )
+    .await;
+    ok(&ex, 200);
+    // A refused change is recorded with its error code.
+    let dup = app
+        .admin("POST", "/v1/tenants", Some(json!({"slug": "acme"})))
+        .await;
+    assert_eq!(dup.0, StatusCode::CONFLICT);
+    ok(
+        &app.admin(
+            "POST",
+            "/v1/grants/revoke",
+            Some(json!({"tenant_slug": "acme", "runtime_id": "task-1"})),
+        )
+        .await,
+        200,
+    );
+
+    let page = ok(&app.admin("GET", "/v1/audit", None).await, 200);
+    let items = page["items"].as_array().unwrap();
+    let actions: Vec<(&str, &str)> = items
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("workspace.create", "ok"),
+            ("tenant.create", "ok"),
+            ("ticket.issue", "ok"),
+            ("session.exchange", "ok"),
+            ("tenant.create", "tenant_exists"),
+            ("grants.revoke", "ok"),
+        ]
+    );
+    let issue = &items[2];
+    assert_eq!(issue["tenant"], "acme");
+    assert_eq!(issue["runtime"], "task-1");
+    assert_eq!(issue["workspace"], "admin/ws");
+    assert_eq!(issue["grant_id"], gid.as_str());
+    assert_eq!(issue["session_id"], sid.as_str());
+    assert!(
+        issue["actor"].as_str().unwrap().starts_with("key_"),
+        "actor is the key id"
+    );
+    assert_eq!(items[3]["actor"], format!("session:{sid}"));
+    assert_eq!(items[3]["account"], "admin");
+    assert_eq!(
+        items[5]["detail"],
+        json!({"revoked_grants": 1, "revoked_sessions": 1})
+    );
+    // Never a secret in the trail.
+    let text = page.to_string();
+    assert!(!text.contains(&app.key) && !text.contains("gfs_") && !text.contains("gst_"));
+    assert!(!text.contains(t["mount_ticket"].as_str().unwrap()));
+
+    // Paging with since/limit.
+    let first = ok(&app.admin("GET", "/v1/audit?limit=2", None).await, 200);
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let next = first["next_since"].as_i64().unwrap();
+    let rest = ok(
+        &app.admin("GET", &format!("/v1/audit?since={next}"), None)
+            .await,
+        200,
+    );
+    assert_eq!(rest["items"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        app.admin("GET", "/v1/audit?limit=0", None).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        app.admin("GET", "/v1/audit?since=x", None).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // Another account sees none of it.
+    let other = app.account("other");
+    let theirs = ok(&app.call("GET", "/v1/audit", Some(&other), None).await, 200);
+    let theirs = theirs["items"].as_array().unwrap();
+    assert_eq!(theirs.len(), 1, "only its own creation: {theirs:?}");
+    assert_eq!(theirs[0]["action"], "account.create");
+    assert_eq!(theirs[0]["account"], "other");
+}
+
+#[tokio::test]
+async fn ticket_issuance_is_rate_limited_per_api_key_with_retry_after() {
+    let mut app = App::new();
+    app.state.limits = Arc::new(grantfs_control::ratelimit::RateLimits {
+        tickets: grantfs_control::ratelimit::RateLimiter::new(3),
+        exchanges: grantfs_control::ratelimit::RateLimiter::new(0),
+    });
+    app.workspace("ws").await;
+    for i in 0..3 {
+        ok(
+            &app.try_ticket("acme", &format!("r{i}"), "admin/ws", "rw", 60)
+                .await,
+            201,
+        );
+    }
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/tickets")
+        .header(header::AUTHORIZATION, format!("Bearer {}", app.key))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"tenant_slug": "acme", "runtime_id": "r9", "workspace": "admin/ws", "mode": "rw", "ttl_seconds": 60}).to_string(),
+        ))
+        .unwrap();
+    let (status, headers, body) = app.raw(req).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["code"], "rate_limited");
+    // Another key of another account has its own bucket.
+    let other = app.account("other");
+    ok(
+        &app.call(
+            "POST",
+            "/v1/workspaces",
+            Some(&other),
+            Some(json!({"name": "ws"})),
+        )
+        .await,
+        201,
+    );
+    let r = app
+        .call(
+            "POST",
+            "/v1/tickets",
+            Some(&other),
+            Some(json!({"tenant_slug": "acme", "runtime_id": "r1", "workspace": "other/ws", "mode": "rw", "ttl_seconds": 60})),
+        )
+        .await;
+    ok(&r, 201);
 }

@@ -14,7 +14,7 @@ use grantfs::{
 };
 use grantfs_control::store::sqlite::SqliteStore;
 use grantfs_control::store::{
-    GrantQuery, NewGrant, RevokeScope, SessionQuery, Store, StoreError, TicketRequest,
+    Actor, GrantQuery, NewGrant, RevokeScope, SessionQuery, Store, StoreError, TicketRequest,
 };
 use proptest::prelude::*;
 
@@ -161,12 +161,16 @@ fn code(r: Result<impl Sized, StoreError>) -> Result<(), ErrorCode> {
 fn run(ops: Vec<Op>) {
     let store = SqliteStore::in_memory().unwrap();
     let admin = Handle::parse("admin").unwrap();
+    let actor = Actor {
+        account: admin.clone(),
+        key_id: "key_model".into(),
+    };
     let ws = WorkspaceRef {
         handle: admin.clone(),
         name: WorkspaceName::parse("ws").unwrap(),
     };
     store
-        .create_workspace(&admin, &ws.name, Timestamp::from_millis(T0))
+        .create_workspace(&actor, &ws.name, Timestamp::from_millis(T0))
         .unwrap();
     let mut m = Model {
         now: T0,
@@ -182,7 +186,7 @@ fn run(ops: Vec<Op>) {
             Op::Advance(ms) => m.now += ms,
             Op::CreateTenant(t) => {
                 let got =
-                    code(store.create_tenant(&admin, &slug(t), None, serde_json::json!({}), now));
+                    code(store.create_tenant(&actor, &slug(t), None, serde_json::json!({}), now));
                 let want = if m.live[t].is_some() {
                     Err(ErrorCode::TenantExists)
                 } else {
@@ -195,7 +199,7 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::DeleteTenant(t) => {
-                let got = code(store.delete_tenant(&admin, &slug(t), now));
+                let got = code(store.delete_tenant(&actor, &slug(t), now));
                 match m.live[t] {
                     None => assert_eq!(got, Err(ErrorCode::TenantNotFound), "step {step}"),
                     Some(inst) => {
@@ -219,7 +223,7 @@ fn run(ops: Vec<Op>) {
                     mode: mode(rw),
                     ttl_secs: ttl,
                 };
-                let got = store.create_grant(&admin, &g, now);
+                let got = store.create_grant(&actor, &g, now);
                 match m.live[tenant] {
                     None => assert_eq!(code(got), Err(ErrorCode::TenantNotFound), "step {step}"),
                     Some(inst) => {
@@ -243,7 +247,7 @@ fn run(ops: Vec<Op>) {
                 let Some(g) = m.grants.get(i).cloned() else {
                     continue;
                 };
-                code(store.revoke_grant(&admin, &g.id, now)).unwrap();
+                code(store.revoke_grant(&actor, &g.id, now)).unwrap();
                 m.revoke_grants(|x| x.id == g.id);
                 m.revoke_sessions(|s| s.grant == g.id);
                 // An expired grant is marked revoked too.
@@ -255,7 +259,7 @@ fn run(ops: Vec<Op>) {
                     runtime: runtime.map(rt),
                     workspace: None,
                 };
-                let got = code(store.revoke_grants(&admin, &scope, now));
+                let got = code(store.revoke_grants(&actor, &scope, now));
                 match m.live[tenant] {
                     None => assert_eq!(got, Err(ErrorCode::TenantNotFound), "step {step}"),
                     Some(inst) => {
@@ -289,7 +293,7 @@ fn run(ops: Vec<Op>) {
                     ttl_secs: ttl,
                     kid: "k".into(),
                 };
-                let got = store.issue_session(&admin, &t, now);
+                let got = store.issue_session(&actor, &t, now);
                 // Model: tenant created if missing.
                 let inst = match m.live[tenant] {
                     Some(i) => i,
@@ -381,7 +385,7 @@ fn run(ops: Vec<Op>) {
                 let Some(s) = m.sessions.get(i).cloned() else {
                     continue;
                 };
-                code(store.revoke_session(&admin, &s.id, now)).unwrap();
+                code(store.revoke_session(&actor, &s.id, now)).unwrap();
                 if m.session_live(&s) {
                     m.sessions[i].state = Stored::Revoked;
                 }

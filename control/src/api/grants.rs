@@ -16,6 +16,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateGrant>,
 ) -> ApiResult<(StatusCode, Json<Grant>)> {
     let account = auth.account().clone();
+    let actor = auth.0.clone();
     let g = NewGrant {
         workspace: workspace_ref("workspace", &req.workspace, &account)?,
         tenant: field("tenant_slug", &req.tenant_slug, TenantSlug::parse)?,
@@ -31,7 +32,7 @@ pub async fn create(
             .transpose()?,
     };
     let grant = st
-        .store(move |s| s.create_grant(&account, &g, Timestamp::now()))
+        .store(move |s| s.create_grant(&actor, &g, Timestamp::now()))
         .await?;
     tracing::info!(grant = %grant.id, tenant = grant.tenant_slug, key = auth.0.key_id, "grant created");
     Ok((StatusCode::CREATED, Json(grant)))
@@ -77,10 +78,10 @@ pub async fn revoke_one(
     auth: Auth,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Grant>> {
-    let account = auth.account().clone();
+    let actor = auth.0.clone();
     let id = GrantId::from_string(id);
     let (grant, r) = st
-        .store(move |s| s.revoke_grant(&account, &id, Timestamp::now()))
+        .store(move |s| s.revoke_grant(&actor, &id, Timestamp::now()))
         .await?;
     st.push(&r);
     Ok(Json(grant))
@@ -92,6 +93,7 @@ pub async fn revoke_many(
     ApiJson(req): ApiJson<RevokeGrants>,
 ) -> ApiResult<Json<RevokeCounts>> {
     let account = auth.account().clone();
+    let actor = auth.0.clone();
     let scope = RevokeScope {
         tenant: field("tenant_slug", &req.tenant_slug, TenantSlug::parse)?,
         runtime: req
@@ -106,7 +108,7 @@ pub async fn revoke_many(
             .transpose()?,
     };
     let r = st
-        .store(move |s| s.revoke_grants(&account, &scope, Timestamp::now()))
+        .store(move |s| s.revoke_grants(&actor, &scope, Timestamp::now()))
         .await?;
     Ok(Json(st.push(&r)))
 }

@@ -111,10 +111,10 @@ pub async fn revoke(
     auth: Auth,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Session>> {
-    let account = auth.account().clone();
+    let actor = auth.0.clone();
     let id = SessionId::from_string(id);
     let (session, r) = st
-        .store(move |s| s.revoke_session(&account, &id, Timestamp::now()))
+        .store(move |s| s.revoke_session(&actor, &id, Timestamp::now()))
         .await?;
     st.push(&r);
     Ok(Json(session))
@@ -143,6 +143,12 @@ async fn do_exchange(st: &AppState, req: ExchangeRequest) -> ApiResult<Exchange>
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     let ws = WorkspaceRef::parse(&claims.ws)
         .map_err(|e| ApiError::new(ErrorCode::TicketInvalid, format!("ticket workspace: {e}")))?;
+    if let Err(retry) = st.limits.exchanges.check(ws.handle.as_str()) {
+        return Err(ApiError::rate_limited(
+            "ticket exchanges for this account",
+            retry,
+        ));
+    }
     let token = format!("gst_{}", random_base62(43));
     let hash = token_hash(&token);
     let id = SessionId::from_string(claims.jti.clone());

@@ -42,10 +42,10 @@ pub async fn create(
             format!("must be at most {MAX_METADATA} bytes serialized"),
         ));
     }
-    let account = auth.account().clone();
+    let actor = auth.0.clone();
     let external_id = req.external_id;
     let t = st
-        .store(move |s| s.create_tenant(&account, &slug, external_id, metadata, Timestamp::now()))
+        .store(move |s| s.create_tenant(&actor, &slug, external_id, metadata, Timestamp::now()))
         .await?;
     tracing::info!(tenant = t.slug, key = auth.0.key_id, "tenant created");
     Ok((StatusCode::CREATED, Json(t)))
@@ -75,9 +75,9 @@ pub async fn delete(
     ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<RevokeCounts>> {
     let slug = field("slug", &slug, TenantSlug::parse)?;
-    let account = auth.account().clone();
+    let actor = auth.0.clone();
     let r = st
-        .store(move |s| s.delete_tenant(&account, &slug, Timestamp::now()))
+        .store(move |s| s.delete_tenant(&actor, &slug, Timestamp::now()))
         .await?;
     Ok(Json(st.push(&r)))
 }

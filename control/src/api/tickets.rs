@@ -19,6 +19,13 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateTicket>,
 ) -> ApiResult<(StatusCode, Json<TicketIssued>)> {
     let account = auth.account().clone();
+    let actor = auth.0.clone();
+    if let Err(retry) = st.limits.tickets.check(&auth.0.key_id) {
+        return Err(ApiError::rate_limited(
+            "ticket requests for this API key",
+            retry,
+        ));
+    }
     let key = st.keys.current();
     let t = TicketRequest {
         session_id: SessionId::generate(),
@@ -30,9 +37,7 @@ pub async fn create(
         kid: key.kid.clone(),
     };
     let now = Timestamp::now();
-    let (session, grant) = st
-        .store(move |s| s.issue_session(&account, &t, now))
-        .await?;
+    let (session, grant) = st.store(move |s| s.issue_session(&actor, &t, now)).await?;
     let claims = TicketClaims {
         iss: st.public_url.clone(),
         aud: grantfs::TICKET_AUDIENCE.to_owned(),

@@ -21,9 +21,9 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateWorkspace>,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
     let name = field("name", &req.name, WorkspaceName::parse)?;
-    let account = auth.account().clone();
+    let actor = auth.0.clone();
     let ws = st
-        .store(move |s| s.create_workspace(&account, &name, Timestamp::now()))
+        .store(move |s| s.create_workspace(&actor, &name, Timestamp::now()))
         .await?;
     tracing::info!(
         workspace = ws.reference,
@@ -57,9 +57,9 @@ pub async fn delete(
     ApiPath((handle, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<RevokeCounts>> {
     let ws = path_ref(&handle, &name)?;
-    let account = auth.account().clone();
+    let actor = auth.0.clone();
     let r = st
-        .store(move |s| s.delete_workspace(&account, &ws, Timestamp::now()))
+        .store(move |s| s.delete_workspace(&actor, &ws, Timestamp::now()))
         .await?;
     Ok(Json(st.push(&r)))
 }

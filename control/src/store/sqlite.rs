@@ -19,7 +19,8 @@ use subtle::ConstantTimeEq;
 use super::*;
 
 /// Schema migrations; entry `i` moves the database from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     handle      TEXT PRIMARY KEY,
     created_at  INTEGER NOT NULL
@@ -90,7 +91,25 @@ CREATE INDEX sessions_tenant ON sessions(tenant_id, runtime_id);
 CREATE INDEX sessions_workspace ON sessions(workspace_id);
 CREATE INDEX sessions_account ON sessions(account, created_at);
 CREATE INDEX sessions_kid ON sessions(kid, expires_at);
-"#];
+"#,
+    r#"
+CREATE TABLE audit (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    account     TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    tenant      TEXT,
+    runtime     TEXT,
+    workspace   TEXT,
+    grant_id    TEXT,
+    session_id  TEXT,
+    result      TEXT NOT NULL,
+    detail      TEXT
+);
+CREATE INDEX audit_account ON audit(account, id);
+"#,
+];
 
 /// A live grant the one-shot path may use: id, mode, expires_at, auto.
 type PickedGrant = (String, String, Option<i64>, bool);
@@ -304,7 +323,136 @@ fn revoke_grants_where(
     Ok(ids)
 }
 
+/// The audit record a change writes in its own transaction (or, when refused, in a transaction
+/// of its own right after).
+#[derive(Debug, Default)]
+pub(crate) struct AuditRow {
+    account: String,
+    actor: String,
+    action: &'static str,
+    tenant: Option<String>,
+    runtime: Option<String>,
+    workspace: Option<String>,
+    grant: Option<String>,
+    session: Option<String>,
+    detail: Option<serde_json::Value>,
+}
+
+impl AuditRow {
+    fn new(actor: &Actor, action: &'static str) -> Self {
+        Self {
+            account: actor.account.to_string(),
+            actor: actor.key_id.clone(),
+            action,
+            ..Self::default()
+        }
+    }
+    /// A call made with a session's own credential (ticket or session token).
+    fn agent(action: &'static str, session: &SessionId) -> Self {
+        Self {
+            actor: format!("session:{session}"),
+            action,
+            session: Some(session.to_string()),
+            ..Self::default()
+        }
+    }
+    /// A command run on the control plane's own host (`grantfs-control key ...`).
+    fn local(handle: &Handle, action: &'static str) -> Self {
+        Self {
+            account: handle.to_string(),
+            actor: "local-cli".into(),
+            action,
+            ..Self::default()
+        }
+    }
+    fn counts(&mut self, grants: usize, sessions: usize) {
+        self.detail =
+            Some(serde_json::json!({"revoked_grants": grants, "revoked_sessions": sessions}));
+    }
+    fn fill_session(&mut self, s: &Session) {
+        if self.account.is_empty() {
+            self.account = s.workspace.split('/').next().unwrap_or_default().to_owned();
+        }
+        self.tenant = Some(s.tenant_slug.clone());
+        self.runtime = Some(s.runtime_id.clone());
+        self.workspace = Some(s.workspace.clone());
+        self.grant = Some(s.grant_id.to_string());
+        self.session = Some(s.id.to_string());
+    }
+    fn insert(&self, c: &Connection, now: Timestamp, result: &str) -> rusqlite::Result<()> {
+        c.prepare_cached(
+            "INSERT INTO audit (at, account, actor, action, tenant, runtime, workspace, grant_id, session_id, result, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            now.millis(),
+            self.account,
+            self.actor,
+            self.action,
+            self.tenant,
+            self.runtime,
+            self.workspace,
+            self.grant,
+            self.session,
+            result,
+            self.detail.as_ref().map(|d| d.to_string()),
+        ])?;
+        Ok(())
+    }
+}
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let detail: Option<String> = r.get(11)?;
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        at: Timestamp::from_millis(r.get(1)?),
+        account: r.get(2)?,
+        actor: r.get(3)?,
+        action: r.get(4)?,
+        tenant: r.get(5)?,
+        runtime: r.get(6)?,
+        workspace: r.get(7)?,
+        grant_id: r.get(8)?,
+        session_id: r.get(9)?,
+        result: r.get(10)?,
+        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+    })
+}
+
 impl SqliteStore {
+    /// Runs a change and its audit record in one immediate transaction. A refused change is
+    /// rolled back and its refusal recorded on its own.
+    fn audited<T>(
+        &self,
+        now: Timestamp,
+        mut row: AuditRow,
+        f: impl FnOnce(&Transaction<'_>, &mut AuditRow) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        match f(&tx, &mut row) {
+            Ok(v) => {
+                row.insert(&tx, now, "ok")?;
+                tx.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                drop(tx);
+                let result = match &e {
+                    StoreError::Refused { code, .. } => code.as_str(),
+                    StoreError::Backend(_) => "internal",
+                };
+                if let Err(ae) = row.insert(&conn, now, result) {
+                    tracing::warn!(error = %ae, action = row.action, "could not record a refused change in the audit trail");
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
         let conn = Connection::open(path)?;
@@ -470,23 +618,27 @@ impl Store for SqliteStore {
     }
 
     fn create_account(&self, handle: &Handle, now: Timestamp) -> StoreResult<NewKey> {
-        self.write(|tx| {
-            let n = tx.execute(
+        self.audited(
+            now,
+            AuditRow::local(handle, "account.create"),
+            |tx, _row| {
+                let n = tx.execute(
                 "INSERT INTO accounts (handle, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![handle.as_str(), now.millis()],
             )?;
-            if n == 0 {
-                return Err(StoreError::refused(
-                    ErrorCode::InvalidRequest,
-                    format!("account {handle} already exists"),
-                ));
-            }
-            Self::insert_key(tx, handle, now)
-        })
+                if n == 0 {
+                    return Err(StoreError::refused(
+                        ErrorCode::InvalidRequest,
+                        format!("account {handle} already exists"),
+                    ));
+                }
+                Self::insert_key(tx, handle, now)
+            },
+        )
     }
 
     fn create_key(&self, handle: &Handle, now: Timestamp) -> StoreResult<NewKey> {
-        self.write(|tx| {
+        self.audited(now, AuditRow::local(handle, "key.create"), |tx, _row| {
             let exists: Option<i64> = tx
                 .query_row(
                     "SELECT 1 FROM accounts WHERE handle = ?1",
@@ -520,7 +672,7 @@ impl Store for SqliteStore {
     }
 
     fn revoke_key(&self, handle: &Handle, key_id: &str, now: Timestamp) -> StoreResult<KeyInfo> {
-        self.write(|tx| {
+        self.audited(now, AuditRow::local(handle, "key.revoke"), |tx, _row| {
             tx.execute(
                 "UPDATE api_keys SET revoked_at = ?1 WHERE account = ?2 AND id = ?3 AND revoked_at IS NULL",
                 params![now.millis(), handle.as_str(), key_id],
@@ -572,11 +724,13 @@ impl Store for SqliteStore {
 
     fn create_workspace(
         &self,
-        account: &Handle,
+        actor: &Actor,
         name: &WorkspaceName,
         now: Timestamp,
     ) -> StoreResult<Workspace> {
-        self.write(|tx| {
+        let account = &actor.account;
+        self.audited(now, AuditRow::new(actor, "workspace.create"), |tx, row| {
+            row.workspace = Some(format!("{account}/{name}"));
             let n = tx
                 .prepare_cached("INSERT INTO workspaces (account, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
                 .execute(params![account.as_str(), name.as_str(), now.millis()])?;
@@ -616,11 +770,13 @@ impl Store for SqliteStore {
 
     fn delete_workspace(
         &self,
-        account: &Handle,
+        actor: &Actor,
         ws: &WorkspaceRef,
         now: Timestamp,
     ) -> StoreResult<Revocation> {
-        self.write(|tx| {
+        let account = &actor.account;
+        self.audited(now, AuditRow::new(actor, "workspace.delete"), |tx, row| {
+            row.workspace = Some(ws.to_string());
             let id = workspace_id(tx, account, ws)?;
             let reason = RevokeReason::WorkspaceDeleted;
             let grants = revoke_grants_where(tx, "workspace_id = ?2", &[&id], now)?;
@@ -639,13 +795,15 @@ impl Store for SqliteStore {
 
     fn create_tenant(
         &self,
-        account: &Handle,
+        actor: &Actor,
         slug: &TenantSlug,
         external_id: Option<String>,
         metadata: serde_json::Value,
         now: Timestamp,
     ) -> StoreResult<Tenant> {
-        self.write(|tx| {
+        let account = &actor.account;
+        self.audited(now, AuditRow::new(actor, "tenant.create"), |tx, row| {
+            row.tenant = Some(slug.to_string());
             let n = tx
                 .prepare_cached(
                     "INSERT INTO tenants (account, slug, external_id, metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
@@ -682,11 +840,13 @@ impl Store for SqliteStore {
 
     fn delete_tenant(
         &self,
-        account: &Handle,
+        actor: &Actor,
         slug: &TenantSlug,
         now: Timestamp,
     ) -> StoreResult<Revocation> {
-        self.write(|tx| {
+        let account = &actor.account;
+        self.audited(now, AuditRow::new(actor, "tenant.delete"), |tx, row| {
+            row.tenant = Some(slug.to_string());
             let id =
                 tenant_id(tx, account, slug)?.ok_or_else(|| tenant_not_found(slug.as_str()))?;
             let reason = RevokeReason::TenantDeleted;
@@ -704,8 +864,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn create_grant(&self, account: &Handle, g: &NewGrant, now: Timestamp) -> StoreResult<Grant> {
-        self.write(|tx| {
+    fn create_grant(&self, actor: &Actor, g: &NewGrant, now: Timestamp) -> StoreResult<Grant> {
+        let account = &actor.account;
+        self.audited(now, AuditRow::new(actor, "grant.create"), |tx, row| {
+            row.tenant = Some(g.tenant.to_string());
+            row.runtime = g.runtime.as_ref().map(|r| r.to_string());
+            row.workspace = Some(g.workspace.to_string());
             let ws_id = workspace_id(tx, account, &g.workspace)?;
             let t_id = tenant_id(tx, account, &g.tenant)?.ok_or_else(|| tenant_not_found(g.tenant.as_str()))?;
             let id = GrantId::generate();
@@ -726,6 +890,7 @@ impl Store for SqliteStore {
                 now.millis(),
                 expires_at.map(|e| e.millis()),
             ])?;
+            row.grant = Some(id.to_string());
             Self::grant_by_id(tx, account, id.as_str(), now)
         })
     }
@@ -757,11 +922,13 @@ impl Store for SqliteStore {
 
     fn revoke_grant(
         &self,
-        account: &Handle,
+        actor: &Actor,
         id: &GrantId,
         now: Timestamp,
     ) -> StoreResult<(Grant, Revocation)> {
-        self.write(|tx| {
+        let account = &actor.account;
+        self.audited(now, AuditRow::new(actor, "grant.revoke"), |tx, row| {
+            row.grant = Some(id.to_string());
             Self::grant_by_id(tx, account, id.as_str(), now)?;
             let reason = RevokeReason::GrantRevoked;
             let grants = revoke_grants_where(tx, "id = ?2", &[&id.as_str()], now)?;
@@ -773,6 +940,10 @@ impl Store for SqliteStore {
             let sessions =
                 revoke_sessions_where(tx, "grant_id = ?3", &[&id.as_str()], reason, now)?;
             let g = Self::grant_by_id(tx, account, id.as_str(), now)?;
+            row.tenant = Some(g.tenant_slug.clone());
+            row.runtime = g.runtime_id.clone();
+            row.workspace = Some(g.workspace.clone());
+            row.counts(grants.len(), sessions.len());
             Ok((
                 g,
                 Revocation {
@@ -786,11 +957,15 @@ impl Store for SqliteStore {
 
     fn revoke_grants(
         &self,
-        account: &Handle,
+        actor: &Actor,
         scope: &RevokeScope,
         now: Timestamp,
     ) -> StoreResult<Revocation> {
-        self.write(|tx| {
+        let account = &actor.account;
+        self.audited(now, AuditRow::new(actor, "grants.revoke"), |tx, row| {
+            row.tenant = Some(scope.tenant.to_string());
+            row.runtime = scope.runtime.as_ref().map(|r| r.to_string());
+            row.workspace = scope.workspace.as_ref().map(|w| w.to_string());
             let reason = RevokeReason::GrantRevoked;
             let Some(t_id) = tenant_id(tx, account, &scope.tenant)? else {
                 return Err(tenant_not_found(scope.tenant.as_str()));
@@ -834,6 +1009,7 @@ impl Store for SqliteStore {
                     (g, s)
                 }
             };
+            row.counts(grants.len(), sessions.len());
             Ok(Revocation {
                 counts: counts(grants.len(), &sessions),
                 sessions,
@@ -844,11 +1020,16 @@ impl Store for SqliteStore {
 
     fn issue_session(
         &self,
-        account: &Handle,
+        actor: &Actor,
         t: &TicketRequest,
         now: Timestamp,
     ) -> StoreResult<(Session, Grant)> {
-        self.write(|tx| {
+        let account = &actor.account;
+        self.audited(now, AuditRow::new(actor, "ticket.issue"), |tx, row| {
+            row.tenant = Some(t.tenant.to_string());
+            row.runtime = Some(t.runtime.to_string());
+            row.workspace = Some(t.workspace.to_string());
+            row.session = Some(t.session_id.to_string());
             let ws_id = workspace_id(tx, account, &t.workspace)?;
             let t_id = match tenant_id(tx, account, &t.tenant)? {
                 Some(id) => id,
@@ -936,6 +1117,7 @@ impl Store for SqliteStore {
                 expires_at.millis(),
             ])?;
             let session = Self::session_by_id(tx, None, t.session_id.as_str(), now)?;
+            row.grant = Some(grant.id.to_string());
             Ok((session, grant))
         })
     }
@@ -972,15 +1154,19 @@ impl Store for SqliteStore {
 
     fn revoke_session(
         &self,
-        account: &Handle,
+        actor: &Actor,
         id: &SessionId,
         now: Timestamp,
     ) -> StoreResult<(Session, Revocation)> {
-        self.write(|tx| {
+        let account = &actor.account;
+        self.audited(now, AuditRow::new(actor, "session.revoke"), |tx, row| {
+            row.session = Some(id.to_string());
             Self::session_by_id(tx, Some(account), id.as_str(), now)?;
             let reason = RevokeReason::SessionRevoked;
             let sessions = revoke_sessions_where(tx, "id = ?3", &[&id.as_str()], reason, now)?;
             let s = Self::session_by_id(tx, Some(account), id.as_str(), now)?;
+            row.fill_session(&s);
+            row.counts(0, sessions.len());
             Ok((
                 s,
                 Revocation {
@@ -998,9 +1184,10 @@ impl Store for SqliteStore {
         token_hash: &[u8; 32],
         now: Timestamp,
     ) -> StoreResult<Session> {
-        self.write(|tx| {
+        self.audited(now, AuditRow::agent("session.exchange", id), |tx, row| {
             let s = Self::session_by_id(tx, None, id.as_str(), now)
                 .map_err(|_| StoreError::refused(ErrorCode::TicketInvalid, "ticket names an unknown session"))?;
+            row.fill_session(&s);
             match s.state {
                 SessionState::Issued => {}
                 SessionState::Active | SessionState::Ended => {
@@ -1049,14 +1236,32 @@ impl Store for SqliteStore {
         token_hash: &[u8; 32],
         now: Timestamp,
     ) -> StoreResult<Session> {
-        self.write(|tx| {
+        self.audited(now, AuditRow::agent("session.end", id), |tx, row| {
             Self::check_token(tx, id, token_hash)?;
             tx.prepare_cached(
                 "UPDATE sessions SET state = 'ended', ended_at = ?1, end_reason = 'unmounted' \
                  WHERE id = ?2 AND state = 'active' AND expires_at > ?1",
             )?
             .execute(params![now.millis(), id.as_str()])?;
-            Self::session_by_id(tx, None, id.as_str(), now)
+            let s = Self::session_by_id(tx, None, id.as_str(), now)?;
+            row.fill_session(&s);
+            Ok(s)
+        })
+    }
+
+    fn list_audit(
+        &self,
+        account: Option<&Handle>,
+        since: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, at, account, actor, action, tenant, runtime, workspace, grant_id, session_id, result, detail \
+                 FROM audit WHERE (?1 IS NULL OR account = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![account.map(|a| a.as_str()), since, limit], audit_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
