@@ -65,6 +65,9 @@ pub struct AuditEntry {
 pub enum StoreError {
     #[error("{message}")]
     Refused { code: ErrorCode, message: String },
+    /// A fault the operator can fix (disk full, database locked): said plainly, answered 503.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("store: {0}")]
     Backend(String),
 }

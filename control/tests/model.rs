@@ -154,7 +154,9 @@ fn code(r: Result<impl Sized, StoreError>) -> Result<(), ErrorCode> {
     match r {
         Ok(_) => Ok(()),
         Err(StoreError::Refused { code, .. }) => Err(code),
-        Err(StoreError::Backend(e)) => panic!("backend error: {e}"),
+        Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => {
+            panic!("store fault: {e}")
+        }
     }
 }
 

@@ -56,6 +56,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Refused { code, message } => Self::new(code, message),
+            StoreError::Unavailable(message) => {
+                tracing::warn!(%message, "store unavailable");
+                Self::new(ErrorCode::Unavailable, message)
+            }
             StoreError::Backend(detail) => Self::internal("store", detail),
         }
     }

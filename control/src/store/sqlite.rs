@@ -114,6 +114,9 @@ CREATE INDEX audit_account ON audit(account, id);
 /// A live grant the one-shot path may use: id, mode, expires_at, auto.
 type PickedGrant = (String, String, Option<i64>, bool);
 
+/// How long a write waits for a lock held by another process before it is refused.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How hard SQLite syncs each commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -128,7 +131,19 @@ pub struct SqliteStore {
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DiskFull) => StoreError::Unavailable(
+            "the control plane's state disk is full; nothing was changed (retry once space is freed)".into(),
+        ),
+        Some(C::DatabaseBusy | C::DatabaseLocked) => StoreError::Unavailable(
+            "the database is locked by another process; nothing was changed (retry)".into(),
+        ),
+        Some(C::ReadOnly) => StoreError::Unavailable(
+            "the database is read-only; nothing was changed".into(),
+        ),
+        _ => StoreError::Backend(e.to_string()),
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -443,6 +458,7 @@ impl SqliteStore {
                 drop(tx);
                 let result = match &e {
                     StoreError::Refused { code, .. } => code.as_str(),
+                    StoreError::Unavailable(_) => "unavailable",
                     StoreError::Backend(_) => "internal",
                 };
                 if let Err(ae) = row.insert(&conn, now, result) {
@@ -465,7 +481,7 @@ impl SqliteStore {
     }
 
     fn setup(conn: Connection, durability: Durability) -> StoreResult<Self> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(
             None,
