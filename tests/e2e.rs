@@ -590,6 +590,124 @@ fn expired_and_garbage_tickets_are_refused() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// RFC 8725-style attacks on a real ticket: each forgery is refused by the agent itself (its JWKS
+/// check), before any exchange, and the genuine ticket still mounts afterwards.
+#[test]
+fn forged_tickets_are_refused_by_the_agent_before_any_exchange() {
+    use base64::Engine;
+    require_fuse!();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let ctl = Control::start();
+    let host = Host::new();
+    let ws = ctl.workspace("ws");
+    let mp = host.mountpoint("m");
+    let t = ctl.ticket(&ws, "acme", "task-1", "ro", 300);
+    let parts: Vec<&str> = t.mount_ticket.split('.').collect();
+    let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    let enc = |v: &serde_json::Value| b64.encode(serde_json::to_vec(v).unwrap());
+    let with_header = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut h = header.clone();
+        f(&mut h);
+        format!("{}.{}.{}", enc(&h), parts[1], parts[2])
+    };
+    let with_claims = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = claims.clone();
+        f(&mut c);
+        format!("{}.{}.{}", parts[0], enc(&c), parts[2])
+    };
+    // HS256 "signed" with the published public key as the HMAC secret.
+    let jwks = ctl.block(ctl.client.jwks()).unwrap();
+    let public = b64.decode(&jwks.keys[0].x).unwrap();
+    let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs.kid = header["kid"].as_str().map(str::to_owned);
+    let hs256 = jsonwebtoken::encode(
+        &hs,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    let forgeries: Vec<(&str, String)> = vec![
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                enc(&serde_json::json!({"alg": "none", "typ": "JWT", "kid": header["kid"]})),
+                parts[1]
+            ),
+        ),
+        ("HS256 with the public key", hs256),
+        (
+            "ro widened to rw",
+            with_claims(&|c| c["mode"] = "rw".into()),
+        ),
+        (
+            "another runtime",
+            with_claims(&|c| c["sub"] = "task-2".into()),
+        ),
+        (
+            "exp pushed out",
+            with_claims(&|c| c["exp"] = (c["exp"].as_i64().unwrap() + 86_400).into()),
+        ),
+        (
+            "wrong audience",
+            with_claims(&|c| c["aud"] = "someone-else".into()),
+        ),
+        (
+            "no kid",
+            with_header(&|h| {
+                h.as_object_mut().unwrap().remove("kid");
+            }),
+        ),
+        (
+            "unknown kid",
+            with_header(&|h| h["kid"] = "k-not-ours".into()),
+        ),
+        ("wrong typ", with_header(&|h| h["typ"] = "at+jwt".into())),
+        (
+            "truncated",
+            t.mount_ticket[..t.mount_ticket.len() - 10].to_owned(),
+        ),
+        (
+            "oversized",
+            format!("{}{}", t.mount_ticket, "A".repeat(9000)),
+        ),
+        (
+            "duplicate claim keys",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64.encode(format!(
+                    "{{\"mode\":\"rw\",{}",
+                    &String::from_utf8(b64.decode(parts[1]).unwrap()).unwrap()[1..]
+                )),
+                parts[2]
+            ),
+        ),
+    ];
+    let exchanges = ctl.metric("grantfs_exchanges_total");
+    for (what, forged) in &forgeries {
+        let out = host.mount_cmd(&ws, &mp, forged, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(stderr.contains("ticket"), "{what}: {stderr}");
+        assert!(!is_mounted(&mp), "{what} mounted");
+    }
+    assert_eq!(
+        ctl.metric("grantfs_exchanges_total"),
+        exchanges,
+        "a forgery reached the exchange"
+    );
+    assert_eq!(ctl.session(&t.session_id).state, SessionState::Issued);
+    // The genuine ticket mounts, read-only as issued.
+    let m = host.mount(&ws, &mp, &t.mount_ticket, &[]);
+    assert_errno(
+        fs::write(m.path("x"), b"x"),
+        libc::EROFS,
+        "write on the ro mount",
+    );
+}
+
 #[test]
 fn a_busy_mountpoint_is_refused() {
     require_fuse!();
@@ -607,6 +725,114 @@ fn a_busy_mountpoint_is_refused() {
 }
 
 // ---- 5. Path safety -------------------------------------------------------------------------
+
+/// A directory swapped for a symlink to the outside in a tight loop (on the backing tree, as a
+/// concurrent process on the host or another mount of the workspace would), while readers walk it
+/// through the mount by path, by a held directory descriptor and by readdir: the daemon never
+/// serves a byte from outside the workspace.
+#[test]
+fn a_directory_swapped_for_a_symlink_in_a_tight_loop_never_leaks_outside_content() {
+    use std::os::unix::io::{AsRawFd, FromRawFd};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    require_fuse!();
+    let ctl = Control::start();
+    let host = Host::new();
+    let ws = ctl.workspace("ws");
+    let root = host.dir.path().canonicalize().unwrap();
+    let outside = root.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("f"), b"SECRET").unwrap();
+    let backing = host.backing(&ws);
+    fs::create_dir_all(backing.join("d")).unwrap();
+    fs::write(backing.join("d/f"), b"inside").unwrap();
+    let t = ctl.ticket(&ws, "acme", "task-1", "rw", 300);
+    let mp = root.join("mnt").join("m");
+    fs::create_dir_all(&mp).unwrap();
+    let m = host.mount(&ws, &mp, &t.mount_ticket, &[]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let swapper = {
+        let (stop, swaps, backing) = (stop.clone(), swaps.clone(), backing.clone());
+        std::thread::spawn(move || {
+            // A relative link: from the backing root it reaches the outside dir; from the mount (at
+            // another depth) the kernel resolves it to nothing, so any SECRET read through the
+            // mount could only come from the daemon following it. (An absolute link would be
+            // followed by the kernel in the reader's own namespace: not the daemon's doing.)
+            let rel = "../../../outside";
+            for _ in 0..200_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let _ = fs::rename(backing.join("d"), backing.join("d.real"));
+                let _ = std::os::unix::fs::symlink(rel, backing.join("d"));
+                let _ = fs::remove_file(backing.join("d"));
+                let _ = fs::rename(backing.join("d.real"), backing.join("d"));
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let leaked = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..3)
+        .map(|kind| {
+            let (stop, leaked, reads) = (stop.clone(), leaked.clone(), reads.clone());
+            let d = m.path("d");
+            std::thread::spawn(move || {
+                let name = std::ffi::CString::new("f").unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let got: Option<Vec<u8>> = match kind {
+                        0 => fs::read(d.join("f")).ok(),
+                        1 => File::open(&d).ok().and_then(|dir| {
+                            // SAFETY: valid dirfd and NUL-terminated name.
+                            let fd = unsafe {
+                                libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY)
+                            };
+                            (fd >= 0).then(|| {
+                                // SAFETY: openat just returned this descriptor to us.
+                                let mut f = unsafe { File::from_raw_fd(fd) };
+                                let mut v = Vec::new();
+                                let _ = f.read_to_end(&mut v);
+                                v
+                            })
+                        }),
+                        _ => fs::read_dir(&d).ok().map(|rd| {
+                            rd.flatten()
+                                .filter_map(|e| fs::read(e.path()).ok())
+                                .flatten()
+                                .collect()
+                        }),
+                    };
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    if got
+                        .as_deref()
+                        .is_some_and(|g| g.windows(6).any(|w| w == b"SECRET"))
+                    {
+                        leaked.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let (n_swaps, n_reads) = (swaps.load(Ordering::Relaxed), reads.load(Ordering::Relaxed));
+    println!("{n_swaps} swaps, {n_reads} reads through the mount");
+    assert!(
+        n_swaps > 100 && n_reads > 100,
+        "the race did not run: {n_swaps} swaps, {n_reads} reads"
+    );
+    assert_eq!(
+        leaked.load(Ordering::Relaxed),
+        0,
+        "outside content was served through the mount"
+    );
+}
 
 #[test]
 fn the_daemon_never_serves_content_from_outside_the_workspace() {
