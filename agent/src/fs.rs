@@ -158,6 +158,12 @@ pub struct KnownEntries {
     pub entries: Vec<(u64, OsString)>,
 }
 
+thread_local! {
+    /// `getdents64` buffer, one per FUSE worker thread (no allocation per `readdir`).
+    static DIRENT_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; 32 * 1024].into_boxed_slice());
+}
+
 const RESOLVE_CHILD: u64 =
     libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 
@@ -487,9 +493,17 @@ impl Fs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; size as usize];
+        let n = self.read_into(fh, offset, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// `read` into the caller's buffer (the FUSE layer reuses one per worker thread, so the hot
+    /// path neither allocates nor zeroes). Returns the bytes read; short only at end of file.
+    pub fn read_into(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let h = self.handles.get(fh)?;
         let off = i64::try_from(offset).map_err(|_| Error::InvalidArgument("offset"))?;
-        let mut buf = vec![0u8; size as usize];
         let mut done = 0usize;
         while done < buf.len() {
             // SAFETY: the slice [done..] is writable.
@@ -513,8 +527,7 @@ impl Fs {
             }
             done += n as usize;
         }
-        buf.truncate(done);
-        Ok(buf)
+        Ok(done)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
@@ -1018,7 +1031,15 @@ impl Fs {
         if unsafe { libc::lseek(h.raw_fd(), off, libc::SEEK_SET) } < 0 {
             return Err(Error::io("lseek(dir)"));
         }
-        let mut buf = vec![0u8; 32 * 1024];
+        DIRENT_BUF.with_borrow_mut(|buf| self.list_with(&h, buf, &mut each))
+    }
+
+    fn list_with(
+        &self,
+        h: &handles::Handle,
+        buf: &mut [u8],
+        each: &mut impl FnMut(u64, u64, FileKind, &OsStr) -> Result<bool>,
+    ) -> Result<()> {
         loop {
             // SAFETY: buf is writable for its length.
             let n = unsafe {

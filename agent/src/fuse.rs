@@ -24,6 +24,10 @@ pub struct FuseConfig {
     pub entry_ttl: Duration,
     pub max_write: u32,
     pub max_readahead: u32,
+    /// `FUSE_AUTO_INVAL_DATA`: drop a file's cached pages whenever a refreshed mtime differs.
+    /// Only needed when something besides this mount changes the backing files: our own writes
+    /// change the mtime too, so with it every file written through the mount loses its cache.
+    pub auto_inval_data: bool,
     /// Ask the kernel to send POSIX locks here (taken as OFD locks on the backing file) instead
     /// of handling them locally. Blocking lock waits then occupy a worker thread.
     pub backing_locks: bool,
@@ -32,17 +36,25 @@ pub struct FuseConfig {
 impl Default for FuseConfig {
     fn default() -> Self {
         FuseConfig {
-            attr_ttl: Duration::from_secs(1),
-            entry_ttl: Duration::from_secs(1),
+            attr_ttl: crate::mount::DEFAULT_TTL,
+            entry_ttl: crate::mount::DEFAULT_TTL,
             max_write: 1024 * 1024,
             max_readahead: 1024 * 1024,
+            auto_inval_data: false,
             backing_locks: false,
         }
     }
 }
 
+thread_local! {
+    /// One read buffer per FUSE worker thread, grown to the largest read seen (`max_read`, 1 MiB):
+    /// a read neither allocates nor zeroes.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub struct GrantFs {
     fs: Arc<Fs>,
+    #[cfg_attr(feature = "bench-no-gate", allow(dead_code))]
     gate: Arc<SessionGate>,
     cfg: FuseConfig,
 }
@@ -52,12 +64,43 @@ impl GrantFs {
         GrantFs { fs, gate, cfg }
     }
 
+    #[cfg(not(feature = "bench-no-gate"))]
+    #[inline]
     fn read_gate(&self) -> Result<(), Error> {
         self.gate.check().map_err(Error::from)
     }
 
+    #[cfg(not(feature = "bench-no-gate"))]
+    #[inline]
     fn write_gate(&self) -> Result<(), Error> {
         self.gate.check_write().map_err(Error::from)
+    }
+
+    /// Benchmark builds only (`--features bench-no-gate`): the gate check compiled out, to measure
+    /// what enforcement costs. Never ship this: a revoked session keeps being served.
+    #[cfg(feature = "bench-no-gate")]
+    #[inline]
+    fn read_gate(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    #[cfg(feature = "bench-no-gate")]
+    #[inline]
+    fn write_gate(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// `FOPEN_KEEP_CACHE`: pages survive reopening (the gate's `invalidate_all` drops them on
+    /// close; a size change seen on attribute refresh, or `auto_inval_data`, drops them too). `FOPEN_NOFLUSH`: `close()`
+    /// sends no FLUSH; writes reach the backing file synchronously (no writeback cache), so a
+    /// flush has nothing to push, and `release` still closes the backing fd. With backing locks,
+    /// flush stays on.
+    fn file_open_flags(&self) -> FopenFlags {
+        if self.cfg.backing_locks {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+        }
     }
 
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
@@ -152,12 +195,14 @@ impl Filesystem for GrantFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_AUTO_INVAL_DATA
             | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_MAX_PAGES;
         if self.cfg.backing_locks {
             wanted |= InitFlags::FUSE_POSIX_LOCKS;
+        }
+        if self.cfg.auto_inval_data {
+            wanted |= InitFlags::FUSE_AUTO_INVAL_DATA;
         }
         for flag in wanted.iter() {
             if let Err(unsupported) = config.add_capabilities(flag) {
@@ -338,7 +383,7 @@ impl Filesystem for GrantFs {
             self.read_gate()
         };
         match gate.and_then(|()| self.fs.open(ino.0, flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(FileHandle(fh), self.file_open_flags()),
             Err(e) => reply.error(errno(&e, "open")),
         }
     }
@@ -354,13 +399,19 @@ impl Filesystem for GrantFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self
-            .read_gate()
-            .and_then(|()| self.fs.read(fh.0, offset, size))
-        {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(&e, "read")),
-        }
+        READ_BUF.with_borrow_mut(|buf| {
+            let size = size as usize;
+            if buf.len() < size {
+                buf.resize(size, 0);
+            }
+            match self
+                .read_gate()
+                .and_then(|()| self.fs.read_into(fh.0, offset, &mut buf[..size]))
+            {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(errno(&e, "read")),
+            }
+        });
     }
 
     fn write(
@@ -426,7 +477,12 @@ impl Filesystem for GrantFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.read_gate().and_then(|()| self.fs.opendir(ino.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel keeps the listing across opens; any change through the mount, an mtime
+            // change seen on the next attribute refresh, or the gate's `invalidate_all` drops it.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(errno(&e, "opendir")),
         }
     }
@@ -578,7 +634,7 @@ impl Filesystem for GrantFs {
                 &file_attr(&c.attr),
                 Generation(0),
                 FileHandle(c.fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                self.file_open_flags(),
             ),
             Err(e) => reply.error(errno(&e, "create")),
         }

@@ -20,6 +20,14 @@ use crate::session_gate::SessionGate;
 /// `statfs(2)` `f_type` of a FUSE mount.
 pub const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
+/// How long the kernel may answer `stat`/lookups from its cache without asking the daemon.
+/// Long, because revocation never waits for it: the gate's close runs `invalidate_all`, which
+/// drops every cached entry, attribute and page. What it bounds is coherence with changes made to
+/// the backing directory *outside* this mount (another mount of the same workspace on this host,
+/// an operator editing the data root): those show up within this time. Changes through the mount
+/// are coherent at once.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct MountOptions {
     /// Mount with the kernel's `ro` flag (the gate refuses changes on its own as well).
@@ -36,6 +44,12 @@ pub struct MountOptions {
     pub mount_timeout: Duration,
     /// Send POSIX locks to the backing files (see `FuseConfig::backing_locks`).
     pub backing_locks: bool,
+    /// Something besides this mount writes the backing directory (another mount of the same
+    /// workspace on this host, a sync job): have the kernel drop cached pages when a file's mtime
+    /// changes (`FUSE_AUTO_INVAL_DATA`), and pair it with short `attr_ttl`/`entry_ttl`. Off by
+    /// default: a workspace is written through its one mount, and our own writes would otherwise
+    /// throw away the page cache of every file written.
+    pub external_changes: bool,
     /// Run a watcher thread that calls `invalidate_all` whenever the gate goes from open to
     /// closed, whoever closed it (listener, expiry timer, offline watchdog).
     pub invalidate_on_close: bool,
@@ -49,10 +63,11 @@ impl Default for MountOptions {
             fsname: "grantfs".to_owned(),
             subtype: "grantfs".to_owned(),
             threads: 4,
-            attr_ttl: Duration::from_secs(1),
-            entry_ttl: Duration::from_secs(1),
+            attr_ttl: DEFAULT_TTL,
+            entry_ttl: DEFAULT_TTL,
             mount_timeout: Duration::from_secs(5),
             backing_locks: false,
+            external_changes: false,
             invalidate_on_close: true,
         }
     }
@@ -168,6 +183,7 @@ pub fn spawn_mount(
         attr_ttl: opts.attr_ttl,
         entry_ttl: opts.entry_ttl,
         backing_locks: opts.backing_locks,
+        auto_inval_data: opts.external_changes,
         ..FuseConfig::default()
     };
     let filesystem = GrantFs::new(fs.clone(), gate.clone(), fuse_cfg);
