@@ -1192,3 +1192,61 @@ fn unmount_ends_the_session() {
     });
     assert_eq!(host.status_json()["mounts"], serde_json::json!([]));
 }
+
+/// `--foreground --json`: the ticket from GRANTFS_TICKET or --ticket-file, one JSON line per event
+/// (mounted, revoked with its reason, unmounted), and a clean exit 0 on SIGTERM.
+#[test]
+fn foreground_json_reports_mounted_revoked_and_unmounted() {
+    use std::io::BufRead;
+    require_fuse!();
+    let ctl = Control::start_with_keepalive(1);
+    let host = Host::new();
+    let ws = ctl.workspace("ws");
+    for source in ["env", "file"] {
+        let mp = host.mountpoint(source);
+        let t = ctl.ticket(&ws, "acme", &format!("task-{source}"), "rw", 300);
+        let mut cmd = host.agent();
+        cmd.arg("mount")
+            .arg(&ws)
+            .arg(&mp)
+            .arg("--data-root")
+            .arg(&host.data_root)
+            .args(["--foreground", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let ticket_file = host.dir.path().join("ticket");
+        if source == "env" {
+            cmd.env("GRANTFS_TICKET", &t.mount_ticket);
+        } else {
+            fs::write(&ticket_file, &t.mount_ticket).unwrap();
+            cmd.arg("--ticket-file").arg(&ticket_file);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = || -> serde_json::Value {
+            serde_json::from_str(&lines.next().expect("an event line").unwrap()).unwrap()
+        };
+        let mounted = next();
+        assert_eq!(mounted["event"], "mounted", "{source}: {mounted}");
+        assert_eq!(mounted["session_id"], t.session_id.as_str());
+        assert_eq!(mounted["mode"], "rw");
+        fs::write(mp.join("hello"), b"hi").unwrap();
+        ctl.block(ctl.client.revoke_session(&t.session_id)).unwrap();
+        let revoked = next();
+        assert_eq!(revoked["event"], "revoked", "{source}: {revoked}");
+        assert_eq!(revoked["reason"], "session_revoked");
+        assert_errno(
+            fs::read(mp.join("hello")),
+            libc::EACCES,
+            "read after revoke",
+        );
+        signal(child.id(), libc::SIGTERM);
+        let unmounted = next();
+        assert_eq!(unmounted["event"], "unmounted", "{source}: {unmounted}");
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{source}");
+        assert!(!is_mounted(&mp), "{source}: still mounted after SIGTERM");
+        assert_eq!(fs::read(host.backing(&ws).join("hello")).unwrap(), b"hi");
+        fs::remove_file(host.backing(&ws).join("hello")).unwrap();
+    }
+}
