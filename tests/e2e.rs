@@ -1222,9 +1222,28 @@ fn foreground_json_reports_mounted_revoked_and_unmounted() {
             cmd.arg("--ticket-file").arg(&ticket_file);
         }
         let mut child = cmd.spawn().unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut next = || -> serde_json::Value {
-            serde_json::from_str(&lines.next().expect("an event line").unwrap()).unwrap()
+        // Read the agent's lines on a thread, so a missing event fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let pid = child.id();
+        let next = || -> serde_json::Value {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(line) => serde_json::from_str(&line).unwrap(),
+                Err(e) => {
+                    signal(pid, libc::SIGKILL);
+                    panic!("no event line from the agent within 10 s ({e})");
+                }
+            }
         };
         let mounted = next();
         assert_eq!(mounted["event"], "mounted", "{source}: {mounted}");

@@ -306,8 +306,9 @@ fn hold(
     let session_id = ex.session_id.clone();
     let token = ex.session_token.clone();
     rt.block_on(async {
-        let listener = tokio::spawn(listener::run(cfg, gate.clone()));
+        // Subscribe before the listener can flip the gate, so no change goes unreported.
         let mut states = gate.subscribe();
+        let listener = tokio::spawn(listener::run(cfg, gate.clone()));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut reported = GateState::Active;
