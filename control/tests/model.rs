@@ -440,7 +440,11 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+#![proptest_config(ProptestConfig {
+        // 200 in scripts/test.sh; scripts/long.sh sets PROPTEST_CASES higher.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200),
+        ..ProptestConfig::default()
+    })]
     #[test]
     fn store_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..60)) {
         run(ops);
