@@ -273,6 +273,102 @@ fn control_plane_unreachable_past_offline_grace_fails_closed_then_reopens() {
     assert_eq!(ctl.session(&m.session_id()).state, SessionState::Active);
 }
 
+/// kill -9 of the control plane while clients issue tickets and two mounts are live: after the
+/// restart every acknowledged ticket is still there, tickets issue again, and the agents reconnect
+/// with their gates right: the session revoked right after the restart closes, the other stays open.
+#[test]
+fn kill9_of_the_control_plane_under_load_keeps_acknowledged_state_and_gates_right() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    require_fuse!();
+    let mut ctl = Control::start();
+    let host = Host::new();
+    let ws = ctl.workspace("ws");
+    let ta = ctl.ticket(&ws, "acme", "task-a", "rw", 300);
+    let tb = ctl.ticket(&ws, "acme", "task-b", "rw", 300);
+    let a = host.mount(&ws, &host.mountpoint("a"), &ta.mount_ticket, &[]);
+    let b = host.mount(&ws, &host.mountpoint("b"), &tb.mount_ticket, &[]);
+    fs::write(a.path("fa"), b"a").unwrap();
+    fs::write(b.path("fb"), b"b").unwrap();
+
+    // Load: a client issuing tickets as fast as it can, recording what was acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let (stop, url, key, ws) = (stop.clone(), ctl.url.clone(), ctl.key.clone(), ws.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let client = grantfs::client::Client::new(&url, Some(key)).unwrap();
+            let mut acked = Vec::new();
+            let mut refused = 0u32;
+            for i in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let req = grantfs::api::CreateTicket {
+                    tenant_slug: "load".into(),
+                    runtime_id: format!("load-{i}"),
+                    workspace: ws.clone(),
+                    mode: "ro".into(),
+                    ttl_seconds: 300,
+                };
+                match rt.block_on(client.create_ticket(&req)) {
+                    Ok(t) => acked.push(t.session_id),
+                    Err(e) => {
+                        assert!(
+                            e.is_transport(),
+                            "only a dead server may fail a ticket: {e}"
+                        );
+                        refused += 1;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+            (acked, refused)
+        })
+    };
+    wait_for(
+        "some load before the crash",
+        Duration::from_secs(10),
+        || (ctl.metric("grantfs_tickets_issued_total") > 50).then_some(()),
+    );
+    ctl.restart(); // kill -9, then the same state dir, port and public URL
+    ctl.block(ctl.client.revoke_session(&ta.session_id))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, refused) = loader.join().unwrap();
+    println!(
+        "{} tickets acknowledged, {refused} refused while the server was down",
+        acked.len()
+    );
+
+    // Revoked meanwhile: closed, whether the agent learned it from the stream or on reconnect.
+    let closed = wait_eacces(&a.path("fa"), Duration::from_secs(10));
+    println!(
+        "revoked across the restart: EACCES after {} ms",
+        closed.as_millis()
+    );
+    // Still valid: open, served throughout and after the reconnection.
+    wait_for(
+        "mount b's agent to reconnect",
+        Duration::from_secs(10),
+        || (ctl.metric("grantfs_event_streams_open") >= 1).then_some(()),
+    );
+    assert_eq!(fs::read(b.path("fb")).unwrap(), b"b");
+    fs::write(b.path("fb2"), b"still writable").unwrap();
+    assert_eq!(ctl.session(&tb.session_id).state, SessionState::Active);
+    // Nothing acknowledged was lost; tickets issue again.
+    for id in &acked {
+        ctl.block(ctl.client.get_session(id))
+            .unwrap_or_else(|e| panic!("acknowledged ticket session {id} lost: {e}"));
+    }
+    ctl.ticket(&ws, "acme", "task-after", "rw", 60);
+    drop((a, b));
+}
+
 // ---- 2. Every revocation path ---------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy)]
