@@ -251,6 +251,16 @@ impl Client {
             .await
     }
 
+    /// The account's audit records after id `since` (at most `limit`, 1 to 1000), oldest first:
+    /// `{"items": [...], "next_since": id}`.
+    pub async fn audit(&self, since: i64, limit: u32) -> Result<serde_json::Value, ClientError> {
+        self.get_query(
+            "/v1/audit",
+            &[("since", since), ("limit", i64::from(limit))],
+        )
+        .await
+    }
+
     /// Exchanges a mount ticket for a session token (no API key needed).
     pub async fn exchange(&self, ticket: &str) -> Result<Exchange, ClientError> {
         let url = format!("{}/v1/sessions/exchange", self.base);

@@ -522,3 +522,43 @@ async fn account_and_key_command_lines() {
     assert!(!srv.cli(&["key", "revoke", "acme-platform", "key_nope"]).0);
     assert!(!srv.cli(&["account", "create", "Bad_Handle"]).0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_trail_through_the_client_and_audit_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let srv = Server::start(&state, &[]).await;
+    let c = srv.client();
+    c.create_workspace("ws").await.unwrap();
+    let t = c
+        .create_ticket(&ticket_req("acme", "task-1", "admin/ws", 60))
+        .await
+        .unwrap();
+    c.revoke_session(&t.session_id).await.unwrap();
+    let page = c.audit(0, 100).await.unwrap();
+    let actions: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["workspace.create", "ticket.issue", "session.revoke"]
+    );
+    // The local command line reads the same trail (every account), as JSON lines.
+    let (ok, out, err) = srv.cli(&["audit", "tail", "--limit", "2"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["action"], "ticket.issue");
+    assert_eq!(lines[1]["action"], "session.revoke");
+    assert_eq!(lines[1]["session_id"], t.session_id.as_str());
+    let (ok, out, _) = srv.cli(&["audit", "tail", "--account", "admin", "--since", "0"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 3);
+    assert!(!out.contains(&srv.key) && !out.contains(&t.mount_ticket));
+}
