@@ -7,7 +7,7 @@
 #
 #   scripts/bench.sh                 full run (~15 min on 2 cores): 3 runs, 5,000 files, 1 GiB
 #   BENCH_QUICK=1 scripts/bench.sh   quick run: 1 run, 1,000 files, 256 MiB
-# Knobs: BENCH_RUNS, BENCH_FILES, BENCH_BIG_MB, BENCH_TARGETS="native bindfs ptll grantfs nogate",
+# Knobs: BENCH_RUNS, BENCH_FILES, BENCH_BIG_MB, BENCH_TARGETS="native bindfs ptll grantfs excl nogate",
 # BENCH_OUT (default docs/BENCHMARKS.md), BENCH_WORKDIR (default a fresh dir under /var/tmp, on
 # the same file system as every target's backing directory), BENCH_SKIP_BUILD=1,
 # BENCH_CONTROL=0 (skip the grantfs-bench hook). Needs root and /dev/fuse.
@@ -26,7 +26,7 @@ else
 fi
 git_touch=$(( git_files / 10 ))
 small_size=4096
-targets=(${BENCH_TARGETS:-native bindfs ptll grantfs nogate})
+targets=(${BENCH_TARGETS:-native bindfs ptll grantfs excl nogate})
 out_md=${BENCH_OUT:-$root/docs/BENCHMARKS.md}
 plot_dir=$(dirname "$out_md")/bench
 gate_target=${BENCH_TARGET_DIR:-$root/target-bench}
@@ -81,7 +81,7 @@ cleanup() {
     [ -n "$m" ] && [ "$t" != native ] || continue
     if grep -qs " $m " /proc/self/mountinfo; then
       case $t in
-        grantfs) GRANTFS_RUNTIME_DIR=$work/run-$t "$agent_bin" unmount "$m" >/dev/null 2>&1 ;;
+        grantfs|excl) GRANTFS_RUNTIME_DIR=$work/run-$t "$agent_bin" unmount "$m" >/dev/null 2>&1 ;;
         nogate) GRANTFS_RUNTIME_DIR=$work/run-$t "$nogate_bin" unmount "$m" >/dev/null 2>&1 ;;
         *) fusermount3 -u "$m" 2>/dev/null ;;
       esac
@@ -111,15 +111,16 @@ api() { # api METHOD PATH [JSON] -> body; fails on a non-2xx answer
   curl "${args[@]}" "$url$2"
 }
 
-mount_grantfs() { # mount_grantfs TARGET AGENT_BIN
+mount_grantfs() { # mount_grantfs TARGET AGENT_BIN [AGENT OPTIONS...]
   local t=$1 bin=$2 ws="bench-$1"
+  shift 2
   api POST /v1/workspaces "{\"name\":\"$ws\"}" >/dev/null
   api POST /v1/grants "{\"workspace\":\"admin/$ws\",\"tenant_slug\":\"bench\",\"mode\":\"rw\"}" >/dev/null
   local ticket
   ticket=$(api POST /v1/tickets "{\"tenant_slug\":\"bench\",\"runtime_id\":\"bench-$t\",\"workspace\":\"admin/$ws\",\"mode\":\"rw\",\"ttl_seconds\":3600}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["mount_ticket"])')
   printf '%s' "$ticket" | GRANTFS_RUNTIME_DIR=$work/run-$t "$bin" mount "admin/$ws" "${MNT[$t]}" \
-    --ticket-stdin --data-root "$work/$t/data" >/dev/null
+    --ticket-stdin --data-root "$work/$t/data" "$@" >/dev/null
   BACK[$t]=$work/$t/data/admin/$ws
 }
 
@@ -133,6 +134,7 @@ mount_target() {
     bindfs) bindfs "$work/$t/src" "${MNT[$t]}" ;;
     ptll) "$work/bin/passthrough_ll" -o "source=$work/$t/src" "${MNT[$t]}" ;;
     grantfs) mount_grantfs "$t" "$agent_bin" ;;
+    excl) mount_grantfs "$t" "$agent_bin" --exclusive ;;
     nogate) mount_grantfs "$t" "$nogate_bin" ;;
     *) echo "unknown target $t" >&2; exit 1 ;;
   esac

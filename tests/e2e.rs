@@ -1365,3 +1365,37 @@ fn foreground_json_reports_mounted_revoked_and_unmounted() {
         fs::remove_file(host.backing(&ws).join("hello")).unwrap();
     }
 }
+
+/// Two runtimes mounting the same workspace on one host (a tenant-wide grant): with the default
+/// options each sees the other's new files and rewritten contents within the 1 s cache timeout.
+#[test]
+fn two_mounts_of_one_workspace_see_each_others_changes() {
+    require_fuse!();
+    let ctl = Control::start();
+    let host = Host::new();
+    let ws = ctl.workspace("ws");
+    let ta = ctl.ticket(&ws, "acme", "task-a", "rw", 300);
+    let tb = ctl.ticket(&ws, "acme", "task-b", "rw", 300);
+    let a = host.mount(&ws, &host.mountpoint("a"), &ta.mount_ticket, &[]);
+    let b = host.mount(&ws, &host.mountpoint("b"), &tb.mount_ticket, &[]);
+    fs::write(a.path("shared.txt"), b"version 1").unwrap();
+    assert_eq!(fs::read(b.path("shared.txt")).unwrap(), b"version 1");
+    // b has the file's pages and attributes cached now; a rewrites it (same length) and adds one.
+    assert_eq!(fs::read(b.path("shared.txt")).unwrap(), b"version 1");
+    fs::write(a.path("shared.txt"), b"version 2").unwrap();
+    fs::write(a.path("new.txt"), b"new").unwrap();
+    wait_for("b to see a's rewrite", Duration::from_secs(3), || {
+        (fs::read(b.path("shared.txt")).unwrap() == b"version 2").then_some(())
+    });
+    wait_for("b to list a's new file", Duration::from_secs(3), || {
+        fs::read_dir(b.path(""))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name() == "new.txt")
+            .then_some(())
+    });
+    fs::remove_file(b.path("new.txt")).unwrap();
+    wait_for("a to see b's unlink", Duration::from_secs(3), || {
+        (!a.path("new.txt").exists()).then_some(())
+    });
+}

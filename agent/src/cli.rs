@@ -79,6 +79,11 @@ pub struct MountArgs {
     /// Print events as JSON lines.
     #[arg(long, env = "GRANTFS_JSON")]
     pub json: bool,
+    /// This mount is the only writer of the workspace on this host: keep kernel caches for 60 s
+    /// and across our own writes (faster metadata and re-reads; changes made beside the mount may
+    /// take up to 60 s to show). Revocation still drops every cache at once.
+    #[arg(long, env = "GRANTFS_EXCLUSIVE")]
+    pub exclusive: bool,
     /// FUSE worker threads.
     #[arg(long, env = "GRANTFS_THREADS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64), hide = true)]
     pub threads: u64,

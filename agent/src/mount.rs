@@ -20,13 +20,16 @@ use crate::session_gate::SessionGate;
 /// `statfs(2)` `f_type` of a FUSE mount.
 pub const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
-/// How long the kernel may answer `stat`/lookups from its cache without asking the daemon.
-/// Long, because revocation never waits for it: the gate's close runs `invalidate_all`, which
-/// drops every cached entry, attribute and page. What it bounds is coherence with changes made to
-/// the backing directory *outside* this mount (another mount of the same workspace on this host,
-/// an operator editing the data root): those show up within this time. Changes through the mount
-/// are coherent at once.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// How long the kernel may answer from its attribute and entry caches. Revocation does not depend
+/// on it: closing the gate drops every cached entry, attribute and page. What it bounds is coherence
+/// with changes made to the backing directory *outside* this mount (another mount of the same
+/// workspace on this host, an operator editing the data root): those show up within this time.
+/// Changes through the mount are coherent at once. A workspace may be mounted by several runtimes
+/// at once, so the default is short, as libfuse's passthrough uses.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(1);
+
+/// The caches of an `--exclusive` mount (the only writer of its workspace on this host).
+pub const EXCLUSIVE_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -44,11 +47,10 @@ pub struct MountOptions {
     pub mount_timeout: Duration,
     /// Send POSIX locks to the backing files (see `FuseConfig::backing_locks`).
     pub backing_locks: bool,
-    /// Something besides this mount writes the backing directory (another mount of the same
+    /// Something besides this mount may write the backing directory (another mount of the same
     /// workspace on this host, a sync job): have the kernel drop cached pages when a file's mtime
-    /// changes (`FUSE_AUTO_INVAL_DATA`), and pair it with short `attr_ttl`/`entry_ttl`. Off by
-    /// default: a workspace is written through its one mount, and our own writes would otherwise
-    /// throw away the page cache of every file written.
+    /// changes (`FUSE_AUTO_INVAL_DATA`). On by default; `--exclusive` mounts turn it off (and use
+    /// [`EXCLUSIVE_TTL`]), keeping the page cache of files they write themselves.
     pub external_changes: bool,
     /// Run a watcher thread that calls `invalidate_all` whenever the gate goes from open to
     /// closed, whoever closed it (listener, expiry timer, offline watchdog).
@@ -67,7 +69,7 @@ impl Default for MountOptions {
             entry_ttl: DEFAULT_TTL,
             mount_timeout: Duration::from_secs(5),
             backing_locks: false,
-            external_changes: false,
+            external_changes: true,
             invalidate_on_close: true,
         }
     }

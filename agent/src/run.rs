@@ -252,12 +252,17 @@ fn hold(
         );
     }
     let gate = SessionGate::new(ex.mode, ex.expires_at.millis());
-    let opts = MountOptions {
+    let mut opts = MountOptions {
         ro: ex.mode == Mode::Ro,
         allow_other: args.allow_other,
         threads: args.threads as usize,
         ..MountOptions::default()
     };
+    if args.exclusive {
+        opts.attr_ttl = crate::mount::EXCLUSIVE_TTL;
+        opts.entry_ttl = crate::mount::EXCLUSIVE_TTL;
+        opts.external_changes = false;
+    }
     let handle = match spawn_mount(&backing, mountpoint, gate.clone(), opts) {
         Ok(h) => h,
         Err(e) => return fail(ready, format!("mount failed: {e}")),
@@ -406,6 +411,9 @@ fn detach(args: &MountArgs, ticket: &str, mountpoint: &Path) -> Result<()> {
     }
     if args.allow_other {
         cmd.arg("--allow-other");
+    }
+    if args.exclusive {
+        cmd.arg("--exclusive");
     }
     cmd.env_remove("GRANTFS_TICKET")
         .env_remove("GRANTFS_TICKET_FILE")

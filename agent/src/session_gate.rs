@@ -327,7 +327,16 @@ impl SessionGate {
             *e = e.wrapping_add(1);
         }
         self.changed.notify_all();
-        self.watch.send_replace(s);
+        // Racing transitions reach this point in any order, so publish the state as it is now,
+        // read under the watch's lock, rather than `s`: the last value sent is then always the
+        // gate's latest state, and a terminal state is never followed by an older open or
+        // offline one (tests/gate_concurrency.rs).
+        self.watch.send_if_modified(|v| {
+            let now = self.state();
+            let changed = *v != now;
+            *v = now;
+            changed
+        });
         tracing::info!(state = %s.as_string(), "session gate changed");
     }
 }

@@ -203,6 +203,24 @@ fn round_trip_through_the_mount() {
     assert!(!m.backing.join("d").exists());
 }
 
+/// One `getdents64` on `dir`: the bytes read, or minus the errno.
+fn getdents(dir: &File) -> i64 {
+    let mut buf = [0u8; 4096];
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            dir.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        -i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        n
+    }
+}
+
 /// Warm caches (attributes, entries, pages, an open fd), then revoke + invalidate: every one of
 /// them must meet the closed gate, and close() of the old fd must still succeed.
 fn assert_revoke_closes_warm_caches(m: &Mounted, explicit_invalidate: bool) {
@@ -214,6 +232,14 @@ fn assert_revoke_closes_warm_caches(m: &Mounted, explicit_invalidate: bool) {
     let mut buf = [0u8; 14];
     old.read_exact_at(&mut buf, 0).expect("warm page cache");
     assert_eq!(fs::read_dir(m.p("sub")).expect("readdir").count(), 0);
+    // A directory fd whose listing the kernel caches (FOPEN_CACHE_DIR), and a file written
+    // through the mount, whose pages stay cached (FOPEN_KEEP_CACHE, no auto_inval_data).
+    let dir = File::open(m.p("sub")).expect("open dir before");
+    assert!(getdents(&dir) > 0, "listing . and ..");
+    fs::write(m.p("w.txt"), b"written through").expect("write through the mount");
+    let written = File::open(m.p("w.txt")).expect("open written");
+    let mut wbuf = [0u8; 15];
+    written.read_exact_at(&mut wbuf, 0).expect("read written");
 
     assert!(m.gate.revoke(RevokeReason::SessionRevoked));
     if explicit_invalidate {
@@ -234,6 +260,21 @@ fn assert_revoke_closes_warm_caches(m: &Mounted, explicit_invalidate: bool) {
         "read on an fd opened before the revoke still served"
     );
     assert_eq!(errno_of(old.metadata()), Some(libc::EACCES), "fstat");
+    assert_eq!(
+        errno_of(written.read_at(&mut wbuf, 0)),
+        Some(libc::EACCES),
+        "cached pages of a file written through the mount"
+    );
+    assert_eq!(
+        unsafe { libc::lseek(dir.as_raw_fd(), 0, libc::SEEK_SET) },
+        0,
+        "rewind dir"
+    );
+    assert_eq!(
+        getdents(&dir),
+        -i64::from(libc::EACCES),
+        "cached listing on an old dir fd"
+    );
     assert_eq!(errno_of(fs::read_dir(m.p("sub"))), Some(libc::EACCES));
     assert_eq!(errno_of(File::create(m.p("new"))), Some(libc::EACCES));
     assert_eq!(

@@ -32,6 +32,9 @@ use crate::ratelimit::RateLimits;
 use crate::signing::KeyRing;
 use crate::store::{Actor, Revocation, Store, StoreResult};
 
+/// Slots for high-volume store calls (see [`AppState::store_bulk`]).
+static BULK_LANE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// Counters behind `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
@@ -67,6 +70,20 @@ impl AppState {
             Ok(r) => r.map_err(ApiError::from),
             Err(e) => Err(ApiError::internal("store task", e)),
         }
+    }
+
+    /// A store call of the high-volume kind (ticket issuance, exchange): it first waits for one
+    /// of a few slots, so a burst of them never queues ahead of a revocation on the store's
+    /// single writer. Revocations and management calls use [`AppState::store`] directly.
+    pub async fn store_bulk<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        let _slot = BULK_LANE
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal("bulk lane", e))?;
+        self.store(f).await
     }
 
     /// Hands a durable revocation to every open event stream it concerns.

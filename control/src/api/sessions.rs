@@ -155,7 +155,7 @@ async fn do_exchange(st: &AppState, req: ExchangeRequest) -> ApiResult<Exchange>
     let hash = token_hash(&token);
     let id = SessionId::from_string(claims.jti.clone());
     let session = st
-        .store(move |s| s.exchange(&id, &hash, Timestamp::now()))
+        .store_bulk(move |s| s.exchange(&id, &hash, Timestamp::now()))
         .await?;
     if session.workspace != claims.ws
         || session.grant_id.as_str() != claims.grant

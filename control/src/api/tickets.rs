@@ -37,7 +37,9 @@ pub async fn create(
         kid: key.kid.clone(),
     };
     let now = Timestamp::now();
-    let (session, grant) = st.store(move |s| s.issue_session(&actor, &t, now)).await?;
+    let (session, grant) = st
+        .store_bulk(move |s| s.issue_session(&actor, &t, now))
+        .await?;
     let claims = TicketClaims {
         iss: st.public_url.clone(),
         aud: grantfs::TICKET_AUDIENCE.to_owned(),
