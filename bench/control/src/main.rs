@@ -6,11 +6,14 @@ mod control;
 mod fanout;
 mod gate_summary;
 mod http;
+mod load;
+mod mounts;
 mod revoke;
 mod stats;
 mod tickets;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -62,6 +65,27 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         batch: usize,
     },
+    /// Issue #5: ticket clients, busy mounts and revocations at once; exits 1 unless no 5xx, no
+    /// lost revocation, revoke → EACCES ≤ 1 s and no mount closed without being revoked.
+    Load {
+        /// The grantfs-agent binary (default: next to this one).
+        #[arg(long, env = "GRANTFS_BENCH_AGENT_BIN")]
+        agent_bin: Option<PathBuf>,
+        /// Connections issuing one-shot tickets (every 10th also exchanged).
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Real mounts, each with one I/O worker.
+        #[arg(long, default_value_t = 20)]
+        mounts: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Mount revocations spaced over the run (a revoked slot is remounted).
+        #[arg(long, default_value_t = 40)]
+        revocations: usize,
+        /// Tenants the runtimes are spread over.
+        #[arg(long, default_value_t = 4)]
+        tenants: usize,
+    },
     /// Reads criterion's estimates for the gate bench and prints them as one JSON object.
     GateSummary {
         /// The criterion output directory (target/criterion).
@@ -74,7 +98,7 @@ fn sibling(name: &str) -> Result<PathBuf> {
     Ok(exe.with_file_name(name))
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let control_bin = match cli.control_bin {
         Some(p) => p,
@@ -84,6 +108,10 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    let agent_or_sibling = |p: Option<PathBuf>| match p {
+        Some(p) => Ok(p),
+        None => sibling("grantfs-agent"),
+    };
     let out = match cli.cmd {
         Cmd::Tickets {
             seconds,
@@ -106,15 +134,39 @@ fn main() -> Result<()> {
             n,
             probe,
             batch,
-        } => {
-            let agent_bin = match agent_bin {
-                Some(p) => p,
-                None => sibling("grantfs-agent")?,
-            };
-            revoke::run(&rt, &control_bin, &agent_bin, n, probe, batch.max(1))?
-        }
+        } => revoke::run(
+            &rt,
+            &control_bin,
+            &agent_or_sibling(agent_bin)?,
+            n,
+            probe,
+            batch.max(1),
+        )?,
+        Cmd::Load {
+            agent_bin,
+            clients,
+            mounts,
+            seconds,
+            revocations,
+            tenants,
+        } => load::run(
+            &rt,
+            &control_bin,
+            &agent_or_sibling(agent_bin)?,
+            &load::Params {
+                clients: clients.max(1),
+                mounts: mounts.max(1),
+                seconds: seconds.max(1),
+                revocations,
+                tenants: tenants.max(1),
+            },
+        )?,
         Cmd::GateSummary { criterion_dir } => gate_summary::run(&criterion_dir)?,
     };
     println!("{out}");
-    Ok(())
+    // `load` is a pass/fail check as well as a measurement.
+    if out["bench"] == "load" && out["target_met"] != true {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

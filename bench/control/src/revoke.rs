@@ -5,21 +5,20 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use grantfs::api::{CreateTicket, RevokeGrants};
+use grantfs::api::CreateTicket;
 use grantfs::client::Client;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 use crate::control::{Control, TempDir};
-use crate::http::{Conn, request};
+use crate::http::Conn;
+use crate::mounts::{Agent, MountGuard, Mounted, REVOKE_PATHS, errno, revoke_request};
 use crate::stats::{round3, summary};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,7 +30,7 @@ pub enum ProbeArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Probe {
+pub(crate) enum Probe {
     Stat,
     Read,
     Readdir,
@@ -47,78 +46,8 @@ impl Probe {
     }
 }
 
-/// The three revoke paths, used in turn.
-const REVOKE_PATHS: [&str; 3] = ["session", "grant", "runtime"];
-
-/// One live mount of the run.
-struct Mounted {
-    mnt: PathBuf,
-    file: PathBuf,
-    session_id: String,
-    grant_id: String,
-    tenant: String,
-    runtime: String,
-}
-
-/// Unmounts whatever is still mounted when dropped (also on an error mid-run).
-struct MountGuard {
-    agent: PathBuf,
-    runtime_dir: PathBuf,
-    live: Vec<PathBuf>,
-}
-
-impl MountGuard {
-    fn unmount_all(&mut self) -> Vec<String> {
-        let mut children = Vec::new();
-        for mnt in self.live.drain(..) {
-            let child = Command::new(&self.agent)
-                .arg("unmount")
-                .arg(&mnt)
-                .env("GRANTFS_RUNTIME_DIR", &self.runtime_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn();
-            children.push((mnt, child));
-        }
-        let mut errors = Vec::new();
-        for (mnt, child) in children {
-            let ok = match child.and_then(|c| c.wait_with_output()) {
-                Ok(o) if o.status.success() => true,
-                Ok(o) => {
-                    errors.push(format!(
-                        "unmount {}: {}",
-                        mnt.display(),
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ));
-                    false
-                }
-                Err(e) => {
-                    errors.push(format!("unmount {}: {e}", mnt.display()));
-                    false
-                }
-            };
-            if !ok && let Ok(c) = CString::new(mnt.as_os_str().as_bytes()) {
-                // SAFETY: umount2 with a valid C string; a lazy detach as the last resort.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
-        errors
-    }
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        self.unmount_all();
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
 /// The probe's state between warming and spinning.
-enum Armed {
+pub(crate) enum Armed {
     Stat(CString),
     Read(std::fs::File),
     Readdir(PathBuf),
@@ -126,7 +55,7 @@ enum Armed {
 
 impl Armed {
     /// Warms the kernel caches the probe would be answered from; errors if the mount refuses.
-    fn warm(probe: Probe, m: &Mounted) -> Result<Armed> {
+    pub(crate) fn warm(probe: Probe, m: &Mounted) -> Result<Armed> {
         let armed = match probe {
             Probe::Stat => Armed::Stat(CString::new(m.file.as_os_str().as_bytes())?),
             Probe::Read => Armed::Read(std::fs::File::open(&m.file)?),
@@ -141,7 +70,7 @@ impl Armed {
     }
 
     /// One probe: `Err(errno)` once the mount refuses.
-    fn once(&self) -> Result<(), i32> {
+    pub(crate) fn once(&self) -> Result<(), i32> {
         match self {
             Armed::Stat(p) => {
                 // SAFETY: a valid C string and a zeroed stat buffer we own.
@@ -196,40 +125,12 @@ impl Run<'_> {
             ttl_seconds: 600,
         }))?;
         let mnt = self.mnt_root.join(format!("m{slot}"));
-        std::fs::create_dir_all(&mnt)?;
-        let t = Instant::now();
-        let mut child = Command::new(self.agent)
-            .arg("mount")
-            .arg(&self.ws)
-            .arg(&mnt)
-            .args(["--ticket-stdin", "--json", "--data-root"])
-            .arg(&self.data)
-            .env("GRANTFS_RUNTIME_DIR", &self.runtime_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", self.agent.display()))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(issued.mount_ticket.as_bytes())?;
-        }
-        let out = child.wait_with_output()?;
-        let mount_ms = t.elapsed().as_secs_f64() * 1000.0;
-        if !out.status.success() {
-            bail!(
-                "grantfs-agent mount {} failed ({}): {}",
-                mnt.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let ev: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if ev["event"] != "mounted" {
-            bail!(
-                "grantfs-agent mount printed {:?}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
+        let agent = Agent {
+            bin: self.agent,
+            data_root: &self.data,
+            runtime_dir: &self.runtime_dir,
+        };
+        let mount_ms = agent.mount(&self.ws, &mnt, &issued.mount_ticket)?;
         let file = mnt.join(format!("f-{}.txt", self.seq));
         std::fs::write(&file, b"grantfs revoke-latency probe\n")
             .with_context(|| format!("writing {}", file.display()))?;
@@ -250,30 +151,7 @@ impl Run<'_> {
     fn revoke(&mut self, which: &str, m: &Mounted) -> Result<()> {
         let addr = self.ctl.addr;
         let key = self.ctl.api_key.as_str();
-        let req = match which {
-            "session" => request(
-                addr,
-                "DELETE",
-                &format!("/v1/sessions/{}", m.session_id),
-                Some(key),
-                None,
-            ),
-            "grant" => request(
-                addr,
-                "DELETE",
-                &format!("/v1/grants/{}", m.grant_id),
-                Some(key),
-                None,
-            ),
-            _ => {
-                let body = serde_json::to_vec(&RevokeGrants {
-                    tenant_slug: m.tenant.clone(),
-                    runtime_id: Some(m.runtime.clone()),
-                    workspace: None,
-                })?;
-                request(addr, "POST", "/v1/grants/revoke", Some(key), Some(&body))
-            }
-        };
+        let req = revoke_request(addr, key, which, m)?;
         let r = self.rt.block_on(self.admin.call(&req))?;
         if r.status != 200 {
             bail!(
@@ -337,11 +215,7 @@ pub fn run(
         mnt_root: tmp.path().join("mnt"),
         seq: 0,
     };
-    let mut guard = MountGuard {
-        agent: agent.to_owned(),
-        runtime_dir: r.runtime_dir.clone(),
-        live: Vec::new(),
-    };
+    let guard = MountGuard::new(agent, &r.runtime_dir);
     let mut mount_ms = Vec::new();
     let mut unmount_errors = Vec::new();
     let mut results: Vec<(Probe, ProbeResult)> = Vec::new();
@@ -354,7 +228,7 @@ pub fn run(
             let mut mounts = Vec::with_capacity(this);
             for slot in 0..this {
                 let (m, ms) = r.mount(slot)?;
-                guard.live.push(m.mnt.clone());
+                guard.add(m.mnt.clone());
                 mount_ms.push(ms);
                 mounts.push(m);
             }
