@@ -333,12 +333,23 @@ impl Client {
     }
 }
 
-/// An incremental parser of `text/event-stream` bytes.
+/// Longest line, and largest event, the parser keeps; longer ones are dropped whole, so a broken or
+/// hostile server cannot grow the agent's memory without bound.
+pub const MAX_SSE_LINE: usize = 64 * 1024;
+
+/// An incremental parser of `text/event-stream` bytes, linear in its input and bounded in memory.
 #[derive(Debug, Default)]
 pub struct SseParser {
     buf: Vec<u8>,
+    /// Bytes of `buf` already known to hold no newline.
+    scanned: usize,
+    /// Dropping an over-long line until its newline.
+    skipping_line: bool,
+    /// Dropping an over-large event until its blank line.
+    skipping_event: bool,
     event: Option<String>,
     data: Vec<String>,
+    data_len: usize,
 }
 
 impl SseParser {
@@ -346,38 +357,72 @@ impl SseParser {
     pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-            let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-            line.pop();
+        let mut start = 0;
+        while let Some(off) = self.buf[start + self.scanned..]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            let end = start + self.scanned + off;
+            self.scanned = 0;
+            let skipping = std::mem::take(&mut self.skipping_line);
+            let mut line = &self.buf[start..end];
+            start = end + 1;
+            if skipping {
+                continue;
+            }
             if line.last() == Some(&b'\r') {
-                line.pop();
+                line = &line[..line.len() - 1];
             }
-            let line = String::from_utf8_lossy(&line).into_owned();
-            if line.is_empty() {
-                if !self.data.is_empty() || self.event.is_some() {
-                    out.push(SseEvent {
-                        event: self.event.take().unwrap_or_else(|| "message".into()),
-                        data: std::mem::take(&mut self.data).join("\n"),
-                    });
-                }
-            } else if let Some(c) = line.strip_prefix(':') {
-                out.push(SseEvent {
-                    event: "keepalive".into(),
-                    data: c.trim().to_owned(),
-                });
-            } else {
-                let (field, value) = match line.split_once(':') {
-                    Some((f, v)) => (f.to_owned(), v.strip_prefix(' ').unwrap_or(v).to_owned()),
-                    None => (line.clone(), String::new()),
-                };
-                match field.as_str() {
-                    "event" => self.event = Some(value),
-                    "data" => self.data.push(value),
-                    _ => {}
-                }
-            }
+            let line = String::from_utf8_lossy(line).into_owned();
+            self.line(line, &mut out);
+        }
+        self.buf.drain(..start);
+        self.scanned = self.buf.len();
+        if self.buf.len() > MAX_SSE_LINE {
+            self.buf.clear();
+            self.scanned = 0;
+            self.skipping_line = true;
         }
         out
+    }
+
+    fn line(&mut self, line: String, out: &mut Vec<SseEvent>) {
+        if line.is_empty() {
+            if !std::mem::take(&mut self.skipping_event)
+                && (!self.data.is_empty() || self.event.is_some())
+            {
+                out.push(SseEvent {
+                    event: self.event.take().unwrap_or_else(|| "message".into()),
+                    data: std::mem::take(&mut self.data).join("\n"),
+                });
+            }
+            self.event = None;
+            self.data.clear();
+            self.data_len = 0;
+        } else if let Some(c) = line.strip_prefix(':') {
+            out.push(SseEvent {
+                event: "keepalive".into(),
+                data: c.trim().to_owned(),
+            });
+        } else {
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "event" => self.event = Some(value.to_owned()),
+                "data" if !self.skipping_event => {
+                    self.data_len += value.len() + 1;
+                    if self.data_len > MAX_SSE_LINE {
+                        self.skipping_event = true;
+                        self.data.clear();
+                    } else {
+                        self.data.push(value.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -408,6 +453,52 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn sse_parser_memory_is_bounded_and_recovers() {
+        let mut p = SseParser::default();
+        // A line that never ends: dropped, not kept.
+        for _ in 0..100 {
+            assert!(p.push(&[b'x'; 8192]).is_empty());
+        }
+        assert!(p.buf.len() <= MAX_SSE_LINE + 8192);
+        // The stream recovers at the next line.
+        let evs = p.push(b"\nevent: revoked\ndata: ok\n\n");
+        assert_eq!(
+            evs,
+            vec![SseEvent {
+                event: "revoked".into(),
+                data: "ok".into()
+            }]
+        );
+        // An event whose data lines add up past the cap is dropped whole.
+        let mut big = Vec::new();
+        for _ in 0..100 {
+            big.extend_from_slice(b"data: ");
+            big.extend_from_slice(&[b'y'; 1000]);
+            big.push(b'\n');
+        }
+        big.extend_from_slice(b"\nevent: state\ndata: s\n\n");
+        let evs = p.push(&big);
+        assert_eq!(
+            evs,
+            vec![SseEvent {
+                event: "state".into(),
+                data: "s".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn sse_parser_is_split_independent() {
+        let text = b"event: state\ndata: {\"a\":1}\n\n: keepalive\n\nevent: revoked\r\ndata: x\r\ndata: y\n\n";
+        let whole = SseParser::default().push(text);
+        for chunk in 1..8 {
+            let mut p = SseParser::default();
+            let got: Vec<_> = text.chunks(chunk).flat_map(|c| p.push(c)).collect();
+            assert_eq!(got, whole, "chunk size {chunk}");
+        }
     }
 
     #[test]

@@ -170,11 +170,12 @@ pub fn peek(token: &str) -> Result<TicketClaims, TicketError> {
 fn check_times_and_audience(c: &TicketClaims) -> Result<(), TicketError> {
     let now = now_secs();
     let leeway = TICKET_LEEWAY_SECS as i64;
-    if c.exp + leeway < now {
+    // Saturating: exp and nbf are whatever the ticket says, i64::MAX included (found by fuzz/).
+    if c.exp.saturating_add(leeway) < now {
         return Err(TicketError::Expired);
     }
     if let Some(nbf) = c.nbf
-        && nbf - leeway > now
+        && nbf.saturating_sub(leeway) > now
     {
         return Err(TicketError::NotYetValid);
     }
@@ -325,6 +326,29 @@ mod tests {
         c.aud = "other".into();
         let t = sign(&c, "k1", &ek).unwrap();
         assert_eq!(v.verify(&t), Err(TicketError::WrongAudience));
+    }
+
+    #[test]
+    fn extreme_exp_and_nbf_do_not_overflow() {
+        // exp + leeway and nbf - leeway overflowed (a panic with overflow checks, a wrong
+        // answer without) on claims only peek sees unsigned, or a key holder signs.
+        let (ek, jwks) = key();
+        let v = TicketVerifier::from_jwks(&jwks, None).unwrap();
+        let mut c = claims(60);
+        c.exp = i64::MAX;
+        c.nbf = Some(i64::MIN);
+        let t = sign(&c, "k1", &ek).unwrap();
+        assert_eq!(peek(&t), Ok(c.clone()));
+        let _ = v.verify(&t);
+        c.exp = i64::MIN;
+        let t = sign(&c, "k1", &ek).unwrap();
+        assert_eq!(peek(&t), Err(TicketError::Expired));
+        assert!(v.verify(&t).is_err());
+        let mut c = claims(60);
+        c.nbf = Some(i64::MAX);
+        let t = sign(&c, "k1", &ek).unwrap();
+        assert_eq!(peek(&t), Err(TicketError::NotYetValid));
+        assert!(v.verify(&t).is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use grantfs::api::{
     CreateGrant, CreateTenant, CreateTicket, CreateWorkspace, ExchangeRequest, GrantFilter,
     RevokeGrants, RevokedEvent, SessionFilter, SessionState,
 };
-use grantfs::{GrantId, Handle, Mode, RuntimeId, SessionId, TenantSlug, WorkspaceName, WorkspaceRef};
+use grantfs::{
+    GrantId, Handle, Mode, RuntimeId, SessionId, TenantSlug, WorkspaceName, WorkspaceRef,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn is_safe_segment(s: &str) -> bool {
@@ -15,16 +17,28 @@ fn is_safe_segment(s: &str) -> bool {
 
 fn names(s: &str) {
     if let Ok(h) = Handle::parse(s) {
-        assert!(is_safe_segment(h.as_str()) && h.as_str().len() <= 63, "{h:?}");
+        assert!(
+            is_safe_segment(h.as_str()) && h.as_str().len() <= 63,
+            "{h:?}"
+        );
     }
     if let Ok(t) = TenantSlug::parse(s) {
-        assert!(is_safe_segment(t.as_str()) && t.as_str().len() <= 63, "{t:?}");
+        assert!(
+            is_safe_segment(t.as_str()) && t.as_str().len() <= 63,
+            "{t:?}"
+        );
     }
     if let Ok(n) = WorkspaceName::parse(s) {
-        assert!(is_safe_segment(n.as_str()) && n.as_str().len() <= 63, "{n:?}");
+        assert!(
+            is_safe_segment(n.as_str()) && n.as_str().len() <= 63,
+            "{n:?}"
+        );
     }
     if let Ok(r) = RuntimeId::parse(s) {
-        assert!(!r.as_str().contains(['/', '\0']) && r.as_str().len() <= 128, "{r:?}");
+        assert!(
+            !r.as_str().contains(['/', '\0']) && r.as_str().len() <= 128,
+            "{r:?}"
+        );
     }
     let default = Handle::parse("acme").ok();
     let refs = [
@@ -65,7 +79,15 @@ fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<RevokedEvent>(data);
     // The string fields the server then validates: through the same name parsers.
     if let Ok(r) = serde_json::from_slice::<CreateGrant>(data) {
-        for s in [Some(r.workspace), Some(r.tenant_slug), r.runtime_id, Some(r.mode)].into_iter().flatten() {
+        for s in [
+            Some(r.workspace),
+            Some(r.tenant_slug),
+            r.runtime_id,
+            Some(r.mode),
+        ]
+        .into_iter()
+        .flatten()
+        {
             names(&s);
         }
     }
