@@ -25,6 +25,8 @@ echo "== cargo test"
 cargo test --workspace -- --test-threads=4 2>&1 | tee "$log"
 echo "== pjdfstest against a live mount"
 scripts/pjdfstest.sh 2>&1 | tee -a "$log"
+echo "== fuzzing: a short run of every target (scripts/fuzz.sh; the long run is scripts/long.sh)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-10}" 2>&1 | tail -n 20
 if [ "$long" = 1 ]; then
   echo "== long runs"
   scripts/long.sh 2>&1 | tee -a "$log"
