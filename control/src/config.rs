@@ -65,8 +65,9 @@ pub fn open_store(
     Ok(Arc::new(store))
 }
 
-/// Writes a secret file with mode 0600 (replacing any old one atomically).
-pub fn write_secret(path: &Path, contents: &str) -> Result<()> {
+/// Writes a secret file with mode 0600, atomically (a temporary file, synced, renamed into place,
+/// then the directory synced), replacing any old one.
+pub fn write_secret(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -77,8 +78,11 @@ pub fn write_secret(path: &Path, contents: &str) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(contents.as_bytes())?;
+    f.write_all(contents)?;
     f.sync_all()?;
     fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }

@@ -24,7 +24,7 @@ pub fn prepare(cfg: &ServeConfig) -> Result<(Arc<dyn crate::store::Store>, Arc<K
         .map_err(|e| anyhow::anyhow!("bootstrapping the first account: {e}"))?
     {
         let path = cfg.state_dir.join("admin.key");
-        write_secret(&path, &format!("{}\n", k.secret))?;
+        write_secret(&path, format!("{}\n", k.secret).as_bytes())?;
         tracing::info!(account = %k.account, key = k.key_id, path = %path.display(), "created the first account; its API key is in the file");
     }
     Ok((store, keys))

@@ -3,8 +3,7 @@
 //! signed is unexpired. Signing and verifying themselves live in `grantfs::ticket`.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -82,17 +81,7 @@ pub fn generate(state_dir: &Path) -> Result<String> {
     let der = sk
         .to_pkcs8_der()
         .map_err(|e| anyhow::anyhow!("encoding key: {e}"))?;
-    let tmp = dir.join(format!(".{kid}.tmp"));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(der.as_bytes())?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join(format!("{kid}.pk8")))?;
-    fs::File::open(&dir)?.sync_all()?;
+    crate::config::write_secret(&dir.join(format!("{kid}.pk8")), der.as_bytes())?;
     Ok(kid)
 }
 
