@@ -674,7 +674,7 @@ impl Store for SqliteStore {
 
     fn list_keys(&self, handle: &Handle) -> StoreResult<Vec<KeyInfo>> {
         self.read(|c| {
-            let mut st = c.prepare("SELECT id, account, created_at, revoked_at FROM api_keys WHERE account = ?1 ORDER BY created_at, id")?;
+            let mut st = c.prepare("SELECT id, account, created_at, revoked_at FROM api_keys WHERE account = ?1 ORDER BY created_at, rowid")?;
             let rows = st.query_map(params![handle.as_str()], |r| {
                 Ok(KeyInfo {
                     key_id: r.get(0)?,
@@ -922,7 +922,7 @@ impl Store for SqliteStore {
                 "SELECT {GRANT_COLS} FROM grants WHERE account = ?1 \
                  AND (?2 IS NULL OR tenant_slug = ?2) AND (?3 IS NULL OR runtime_id = ?3) AND (?4 IS NULL OR workspace = ?4) \
                  AND (?5 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?6))) \
-                 ORDER BY created_at, id"
+                 ORDER BY created_at, rowid"
             ))?;
             let rows = st.query_map(
                 params![account.as_str(), q.tenant, q.runtime, q.workspace, q.include_inactive, now.millis()],
@@ -1149,7 +1149,7 @@ impl Store for SqliteStore {
                 "SELECT {SESSION_COLS} FROM sessions WHERE account = ?1 \
                  AND (?2 IS NULL OR tenant_slug = ?2) AND (?3 IS NULL OR runtime_id = ?3) AND (?4 IS NULL OR workspace = ?4) \
                  AND (?5 IS NULL OR ?5 = CASE WHEN state IN ('issued', 'active') AND expires_at <= ?6 THEN 'expired' ELSE state END) \
-                 ORDER BY created_at, id"
+                 ORDER BY created_at, rowid"
             ))?;
             let rows = st.query_map(
                 params![account.as_str(), q.tenant, q.runtime, q.workspace, q.state, now.millis()],
