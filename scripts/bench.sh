@@ -55,7 +55,8 @@ fi
 # ---- build -------------------------------------------------------------------------------------
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building release binaries ($gate_target, and $nogate_target with bench-no-gate)"
-  CARGO_TARGET_DIR=$gate_target cargo build --release --quiet -p grantfs-agent -p grantfs-control
+  CARGO_TARGET_DIR=$gate_target cargo build --release --quiet -p grantfs-agent -p grantfs-control \
+    -p grantfs-bench
   CARGO_TARGET_DIR=$nogate_target cargo build --release --quiet -p grantfs-agent \
     --features grantfs-agent/bench-no-gate
 fi
@@ -262,22 +263,26 @@ done
 cp_dir=$work/control-json
 mkdir -p "$cp_dir"
 bench_bin=${GRANTFS_BENCH_BIN:-}
-for cand in "$root/target/release/grantfs-bench" "$gate_target/release/grantfs-bench"; do
+for cand in "$gate_target/release/grantfs-bench" "$root/target/release/grantfs-bench"; do
   [ -z "$bench_bin" ] && [ -x "$cand" ] && bench_bin=$cand
 done
 if [ "${BENCH_CONTROL:-1}" = 1 ] && [ -n "$bench_bin" ] && [ -x "$bench_bin" ]; then
   if [ "$quick" = 1 ]; then
-    default_cmds=$'tickets --seconds 3 --baseline-seconds 2\nrevoke-latency --n 50\nfanout --streams 1000'
+    default_cmds=$'tickets --seconds 3 --baseline-seconds 2\nrevoke-latency --n 50\nfanout --streams 1000\nload --seconds 10 --revocations 10'
   else
-    default_cmds=$'tickets\nrevoke-latency\nfanout'
+    default_cmds=$'tickets\nrevoke-latency --n 200 --probe all\nfanout --streams 10000\nload'
   fi
+  # The binaries this run built, not whatever sits next to the bench binary.
+  bins=(--control-bin "$control_bin")
   i=0
   while IFS= read -r line; do
     [ -n "$line" ] || continue
     i=$((i + 1))
     log "grantfs-bench $line"
     # shellcheck disable=SC2086 # the line is a subcommand with its arguments
-    if ! "$bench_bin" $line >"$cp_dir/$i.json" 2>"$cp_dir/$i.log"; then
+    extra=("${bins[@]}")
+    case $line in revoke-latency* | load*) extra+=(--agent-bin "$agent_bin") ;; esac
+    if ! "$bench_bin" $line "${extra[@]}" >"$cp_dir/$i.json" 2>"$cp_dir/$i.log"; then
       log "grantfs-bench $line failed (see report)"
       printf '{"error": "exit status %s", "stderr_tail": %s}\n' "$?" \
         "$(tail -n 5 "$cp_dir/$i.log" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')" \
