@@ -391,6 +391,9 @@ def main():
     for who in ("grantfs", "excl"):
         if who in targets:
             md += ["", f"## The issue's targets (#4): {TARGETS[who]}", "", targets_section(data, who)]
+    analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis.md")
+    if os.path.exists(analysis):
+        md += ["", open(analysis).read().rstrip()]
     md += ["", "## Plots", ""]
     md.append(f"![speed relative to native]({rel}/fs-relative.svg)")
     md.append("")
