@@ -184,6 +184,12 @@ fn emit(json_mode: bool, ev: &serde_json::Value, human: &str) {
 
 /// `mount`: in the foreground, or detached through a child that reports readiness.
 pub fn mount(args: MountArgs, ticket: String) -> Result<()> {
+    if cfg!(feature = "bench-no-gate") {
+        eprintln!(
+            "grantfs-agent: WARNING: this is a benchmark build (bench-no-gate): it does NOT enforce \
+             revocation or expiry; never use it for real workspaces"
+        );
+    }
     let started = Instant::now();
     let (claims, ws) = precheck(&ticket, &args.workspace)?;
     let mountpoint = preflight(&args.mountpoint)?;
