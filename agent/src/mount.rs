@@ -329,21 +329,24 @@ impl Drop for MountHandle {
 fn invalidate(notifier: &Notifier, fs: &Fs) -> InvalidateReport {
     let known = fs.known_entries();
     let mut report = InvalidateReport::default();
-    for (parent, name) in &known.entries {
-        match notifier.inval_entry(INodeNo(*parent), name) {
-            Ok(()) => report.entries += 1,
-            Err(e) => {
-                report.errors += 1;
-                tracing::debug!(error = %e, parent, ?name, "inval_entry failed");
-            }
-        }
-    }
+    // Inodes first: attributes and pages (mmaps included) of every file go at once, so a
+    // descriptor opened before the revocation cannot keep reading cached pages after a stat by
+    // path has already met the closed gate. Then the names.
     for ino in &known.inodes {
         match notifier.inval_inode(INodeNo(*ino), 0, 0) {
             Ok(()) => report.inodes += 1,
             Err(e) => {
                 report.errors += 1;
                 tracing::debug!(error = %e, ino, "inval_inode failed");
+            }
+        }
+    }
+    for (parent, name) in &known.entries {
+        match notifier.inval_entry(INodeNo(*parent), name) {
+            Ok(()) => report.entries += 1,
+            Err(e) => {
+                report.errors += 1;
+                tracing::debug!(error = %e, parent, ?name, "inval_entry failed");
             }
         }
     }
