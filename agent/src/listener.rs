@@ -84,7 +84,14 @@ pub async fn run(cfg: ListenerConfig, gate: Arc<SessionGate>) {
         last_contact.clone(),
         cfg.offline_grace,
     ));
-    let expiry = tokio::spawn(expiry_timer(gate.clone()));
+    let expiry = {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            if gate.run_expiry().await {
+                tracing::info!("session expired; gate closed");
+            }
+        })
+    };
     listen(&cfg, &gate, &last_contact).await;
     watchdog.abort();
     expiry.abort();
@@ -195,18 +202,5 @@ async fn offline_watchdog(gate: Arc<SessionGate>, last_contact: Arc<AtomicI64>, 
                 "no contact with the control plane past the offline grace; gate closed"
             );
         }
-    }
-}
-
-async fn expiry_timer(gate: Arc<SessionGate>) {
-    loop {
-        let left = gate.time_to_expiry();
-        if left.is_zero() {
-            if gate.expire() {
-                tracing::info!("session expired; gate closed");
-            }
-            return;
-        }
-        tokio::time::sleep(left).await;
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use grantfs::api::{
@@ -29,13 +29,7 @@ fn token_hash(token: &str) -> [u8; 32] {
 }
 
 fn session_token(headers: &HeaderMap) -> ApiResult<String> {
-    let v = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_owned());
-    v.ok_or_else(|| {
+    super::bearer(headers).map(str::to_owned).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
             "missing session token: send Authorization: Bearer <session token>",
